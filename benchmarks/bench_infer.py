@@ -65,10 +65,40 @@ def prompt_ids(n_audio: int, audio_id: int, batch: int) -> tuple[torch.Tensor, t
     return ids, torch.ones_like(ids)
 
 
+def decode_step_time(side: str, model, inp: dict, n: int) -> float:
+    """Seconds per decode step: the time between the first and the last new token, over the steps between them.
+
+    Both sides report each new token as it is chosen (transformers through a streamer, auralm through its token
+    generator), so the prefill (audio encoder included) is left out exactly instead of by subtracting two noisy runs.
+    """
+    stamps: list[float] = []
+    if side == "transformers":
+        from transformers.generation.streamers import BaseStreamer
+
+        class Stamps(BaseStreamer):
+            def put(self, value):
+                stamps.append(time.perf_counter())
+
+            def end(self):
+                pass
+
+        with torch.no_grad():
+            model.generate(**inp, max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None,
+                           pad_token_id=0, streamer=Stamps())
+        stamps = stamps[1:]  # the first call carries the prompt
+    else:
+        from auralm.infer.generate import stream_tokens
+        from auralm.infer.sampling import GenerationConfig
+
+        for _ in stream_tokens(model, inp, GenerationConfig(max_new_tokens=n, min_new_tokens=n)):
+            stamps.append(time.perf_counter())
+    assert len(stamps) == n, (side, len(stamps), n)
+    return (stamps[-1] - stamps[0]) / (n - 1)
+
+
 def run_side(side: str, folder: str, opts: dict, out: mp.Queue) -> None:
     """Every measurement of one implementation, in its own process (so peak memory is its own)."""
     torch.set_num_threads(opts["threads"])
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     from auralm.audio import log_mel_batch
     from auralm.model.encoder import num_audio_tokens
 
@@ -113,11 +143,23 @@ def run_side(side: str, folder: str, opts: dict, out: mp.Queue) -> None:
     n = opts["decode_tokens"]
     for batch in (1, 8):
         inp = inputs_for(5, batch)
-        t1 = timed(lambda: gen(inp, 1), opts["repeats"])
-        tn = timed(lambda: gen(inp, n), opts["repeats"])
-        res[f"decode step, batch {batch}"] = (tn - t1) / (n - 1)
+        step_times = [decode_step_time(side, model, inp, n) for _ in range(opts["repeats"] + 1)][1:]
+        res[f"decode step, batch {batch}"] = statistics.median(step_times)
     res["peak memory MB"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_loaded) / 1024
-    res["model memory MB"] = (rss_loaded - rss_start) / 1024
+    if side == "auralm":
+        # The same steps through the compiled decode step (auralm.infer.compiled); its one-time compilation per
+        # batch shape is reported apart.
+        from auralm.infer.compiled import compile_decode
+
+        compile_decode(model)
+        for batch in (1, 8):
+            inp = inputs_for(5, batch)
+            t0 = time.perf_counter()
+            decode_step_time(side, model, inp, 3)
+            res[f"compile s, batch {batch}"] = time.perf_counter() - t0
+            step_times = [decode_step_time(side, model, inp, n) for _ in range(opts["repeats"])]
+            res[f"decode step, batch {batch}, compiled"] = statistics.median(step_times)
+        res["peak memory MB, compiled"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_loaded) / 1024
     out.put((side, res))
 
 
@@ -156,16 +198,23 @@ def main() -> int:
     bw = memory_bandwidth()
     ref, ours = results["transformers"], results["auralm"]
     print(f"checkpoint: {args.layers} layers x {args.width} (encoder and decoder), float32, {args.threads} threads")
-    print(f"{'measure':<26}{'transformers':>14}{'auralm':>12}{'ratio':>9}")
+    print(f"{'measure':<34}{'transformers':>14}{'auralm':>12}{'ratio':>9}")
     for key in ref:
         unit = "" if "MB" in key else " s"
-        print(f"{key:<26}{ref[key]:>12.3f}{unit:<2}{ours[key]:>10.3f}{unit:<2}{ref[key] / max(ours[key], 1e-9):>8.2f}x")
+        print(f"{key:<34}{ref[key]:>12.3f}{unit:<2}{ours[key]:>10.3f}{unit:<2}{ref[key] / max(ours[key], 1e-9):>8.2f}x")
     for batch in (1, 8):
         key = f"decode step, batch {batch}"
-        for name, res in (("transformers", ref), ("auralm", ours)):
-            tps = batch / res[key]
-            frac = dec_bytes / res[key] / bw
-            print(f"decode batch {batch} {name:<13} {tps:8.1f} tokens/s, weight reads at {100 * frac:5.1f}% of {bw / 1e9:.1f} GB/s copy bandwidth")
+        print(f"{key + ', compiled':<34}{ref[key]:>12.3f} s{ours[key + ', compiled']:>10.3f} s"
+              f"{ref[key] / ours[key + ', compiled']:>8.2f}x   (compiling took {ours[f'compile s, batch {batch}']:.0f} s once)")
+    print(f"{'peak memory MB, compiled':<34}{ref['peak memory MB']:>12.3f}  {ours['peak memory MB, compiled']:>10.3f}"
+          f"  {ref['peak memory MB'] / ours['peak memory MB, compiled']:>8.2f}x   (frozen, pre-packed weight copies)")
+    for batch in (1, 8):
+        key = f"decode step, batch {batch}"
+        sides = (("transformers", ref[key]), ("auralm", ours[key]), ("auralm compiled", ours[key + ", compiled"]))
+        for name, t in sides:
+            frac = dec_bytes / t / bw
+            print(f"decode batch {batch} {name:<16} {batch / t:8.1f} tokens/s, weight reads at {100 * frac:5.1f}% of "
+                  f"{bw / 1e9:.1f} GB/s copy bandwidth")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "bandwidth": bw, "decoder_bytes": dec_bytes}, indent=2))
     return 0

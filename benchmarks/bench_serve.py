@@ -1,11 +1,15 @@
 """Load test of `auralm serve`: concurrent clients against a model folder, with and without continuous batching.
 
     python benchmarks/bench_serve.py MODEL_DIR [--clients 32] [--seconds 60] [--max-batch 16] [--max-tokens 48]
+                                               [--natural-length]
     python benchmarks/bench_serve.py DIR --build-random   # first writes a random model of the demo model's shape
 
 For each mode the server runs in its own process on 127.0.0.1 (a free port) and the clients loop for the given
 time, each sending a short audio clip plus a question and waiting for the whole answer; the loops end at the
-deadline. Answer lengths vary between clients (0.5x to 1.5x the mean), as real answers do. Prints the tokens/s the
+deadline. Answer lengths vary between clients (0.5x to 1.5x the mean), as real answers do, and are held at those
+lengths with the `min_tokens` extension (the model's stop token is not allowed before them; vLLM's serving
+benchmark does the same with ignore_eos), so both modes do the same work whatever the model answers;
+`--natural-length` lets answers end where the model stops instead. Prints the tokens/s the
 server generated in the window (from its /health counters), completed requests/s, p50/p99 latency of completed
 requests and errors per mode, and the token throughput of batched serving over one-at-a-time (max_batch=1).
 Traffic stays on the loopback interface.
@@ -100,7 +104,7 @@ def answer_lengths(clients: int, mean: int) -> list[int]:
     return [max(1, round(mean * (0.5 + i / max(clients - 1, 1)))) for i in range(clients)]
 
 
-def request_body(client: int, audio_seconds: float, max_tokens: int) -> dict:
+def request_body(client: int, audio_seconds: float, max_tokens: int, fixed_length: bool = True) -> dict:
     rng = np.random.default_rng(client)
     t = np.arange(int(audio_seconds * SR)) / SR
     wave = 0.3 * np.sin(2 * np.pi * (150 + 10 * client) * t) + 0.02 * rng.standard_normal(t.size)
@@ -108,13 +112,18 @@ def request_body(client: int, audio_seconds: float, max_tokens: int) -> dict:
     sf.write(buf, wave.astype(np.float32), SR, format="WAV", subtype="PCM_16")
     audio = {"type": "input_audio", "input_audio": {"data": base64.b64encode(buf.getvalue()).decode(), "format": "wav"}}
     question = {"type": "text", "text": "What is that sound?"}
-    return {"model": "bench", "max_tokens": max_tokens, "messages": [{"role": "user", "content": [audio, question]}]}
+    body = {"model": "bench", "max_tokens": max_tokens, "messages": [{"role": "user", "content": [audio, question]}]}
+    if fixed_length:
+        body["min_tokens"] = max_tokens
+    return body
 
 
-async def load(url: str, clients: int, seconds: float, audio_seconds: float, max_tokens: int) -> dict:
+async def load(url: str, clients: int, seconds: float, audio_seconds: float, max_tokens: int,
+               fixed_length: bool) -> dict:
     latencies: list[float] = []
     errors = 0
-    bodies = [request_body(i, audio_seconds, n) for i, n in enumerate(answer_lengths(clients, max_tokens))]
+    bodies = [request_body(i, audio_seconds, n, fixed_length)
+              for i, n in enumerate(answer_lengths(clients, max_tokens))]
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=seconds + 60) as http:
 
@@ -168,6 +177,7 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=16, help="batch size of the batched mode")
     ap.add_argument("--max-tokens", type=int, default=48, help="mean tokens per answer (spread over 0.5x-1.5x)")
     ap.add_argument("--audio-seconds", type=float, default=3.0)
+    ap.add_argument("--natural-length", action="store_true", help="let answers end at the model's stop token")
     ap.add_argument("--threads", type=int, help="torch threads of the server (default: torch's choice)")
     args = ap.parse_args()
     if args.build_random and not (args.model_dir / "config.json").is_file():
@@ -176,12 +186,13 @@ def main() -> int:
     for mode, batch in (("batched", args.max_batch), ("one-at-a-time", 1)):
         proc, url = start_server(args.model_dir, batch, args.clients, args.max_tokens, args.threads)
         try:
-            results[mode] = asyncio.run(load(url, args.clients, args.seconds, args.audio_seconds, args.max_tokens))
+            results[mode] = asyncio.run(load(url, args.clients, args.seconds, args.audio_seconds, args.max_tokens,
+                                         not args.natural_length))
         finally:
             proc.terminate()
             proc.wait(30)
     print(f"\n{args.clients} clients x {args.seconds:g} s, {args.audio_seconds:g} s audio + question, "
-          f"{args.max_tokens} tokens per answer, model {args.model_dir}, server threads {args.threads or 'default'}")
+          f"{args.max_tokens} tokens per answer{' at most' if args.natural_length else ''}, model {args.model_dir}, server threads {args.threads or 'default'}")
     print(f"{'mode':<16}{'max_batch':>10}{'requests':>10}{'errors':>8}{'req/s':>9}{'tok/s':>9}{'p50 s':>9}{'p99 s':>9}")
     for mode, batch in (("batched", args.max_batch), ("one-at-a-time", 1)):
         r = results[mode]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 import openai
 import pytest
@@ -105,6 +107,30 @@ def test_stop_strings_cut_the_answer_streamed_or_not(client):
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+def test_min_tokens_holds_back_the_stop_token(client, chat):
+    from auralm.infer.engine import DecodeBatch
+
+    question = "Describe the audio in detail."
+    messages = [user(audio_part(CLIP_A), question)]
+    free = DecodeBatch.prefill(chat.model, chat.inputs([chat.conversation(question, CLIP_A)]),
+                               [chat.config(max_new_tokens=1)])
+    for _ in range(3):
+        free.rows[0].finished = False
+        free.step()
+    stop_id = free.rows[0].new_tokens[3]  # the free answer's 4th token becomes a stop token
+    first = free.rows[0].new_tokens.index(stop_id)
+    original = chat.defaults
+    chat.defaults = replace(original, stop_token_ids=(*original.stop_token_ids, stop_id))
+    try:
+        short = client.chat.completions.create(model=MODEL, max_tokens=12, messages=messages)
+        held = client.chat.completions.create(model=MODEL, max_tokens=12, messages=messages,
+                                              extra_body={"min_tokens": 12})
+    finally:
+        chat.defaults = original
+    assert short.usage.completion_tokens == first + 1 and short.choices[0].finish_reason == "stop"
+    assert held.usage.completion_tokens == 12 and held.choices[0].finish_reason == "length"
+
+
 def test_seeded_sampling_is_reproducible(client):
     def ask(seed):
         return client.chat.completions.create(
@@ -155,6 +181,8 @@ def test_refusals_use_openai_error_shape(client, server):
         )
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         client.chat.completions.create(model=MODEL, max_tokens=100_000, messages=[user("hi")])
+    with pytest.raises(openai.BadRequestError, match="min_tokens"):
+        client.chat.completions.create(model=MODEL, max_tokens=3, messages=[user("hi")], extra_body={"min_tokens": 5})
     with pytest.raises(openai.BadRequestError, match="audio markers"):
         client.chat.completions.create(model=MODEL, messages=[user("<|AUDIO|> sneaky")])
     with pytest.raises(openai.BadRequestError, match="response_format"):

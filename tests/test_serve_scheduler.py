@@ -145,6 +145,7 @@ def test_one_failing_request_never_harms_the_others(chat):
     try:
         first, broken, last = run_jobs(scheduler, [good, bad, good], [cfg] * 3)
         assert isinstance(broken[-1], Failed) and broken[-1].error.status == 500
+        assert scheduler.stats.batched_prefills == 0  # a batch holding the bad request fell back to one by one
         assert "placeholder" not in broken[-1].error.message  # no internals in the message
         assert first == last and first[-1] == Finished("length", int(good["attention_mask"].sum()), 6)
 
@@ -166,6 +167,35 @@ def test_one_failing_request_never_harms_the_others(chat):
         assert isinstance(failed[-1], Failed) and "simulated" not in failed[-1].error.message
         assert scheduler.alive
         assert run_jobs(scheduler, [good], [cfg])[0] == first
+    finally:
+        scheduler.close()
+
+
+def test_waiting_requests_are_prefilled_together_and_get_their_solo_answers(chat):
+    prompts = [chat.inputs([chat.conversation("What's that sound?", wav_bytes(1.0, 5))]),
+               chat.inputs([chat.conversation("Describe it.", wav_bytes(3.2, 6))]),
+               chat.inputs([chat.conversation("what is seven plus five?")]),
+               chat.inputs([chat.conversation("Compare them.", [wav_bytes(0.7, 7), wav_bytes(1.6, 8)])])]
+    configs = [chat.config(max_new_tokens=n) for n in (6, 9, 4, 7)]
+    solo = []
+    for inputs, cfg in zip(prompts, configs):
+        batch = DecodeBatch.prefill(chat.model, inputs, [cfg])
+        while not batch.rows[0].finished:
+            batch.step()
+        solo.append(batch.rows[0].new_tokens)
+    scheduler = Scheduler(chat.model, chat.processor.decode, max_batch=4, max_queue=8)
+    boxes = [queue.SimpleQueue() for _ in prompts]
+    for inputs, cfg, box in zip(prompts, configs, boxes):  # all waiting before the thread starts
+        scheduler._queue.put(Job(inputs, cfg, box.put))
+    scheduler.start()
+    try:
+        for box, tokens in zip(boxes, solo):
+            events = []
+            while not events or not isinstance(events[-1], (Finished, Failed)):
+                events.append(box.get(timeout=30))
+            assert "".join(e.text for e in events if isinstance(e, Delta)) == chat.processor.decode(tokens)
+            assert events[-1].completion_tokens == len(tokens)
+        assert scheduler.stats.batched_prefills == 1 and scheduler.stats.prefills == 4
     finally:
         scheduler.close()
 

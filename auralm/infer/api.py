@@ -182,10 +182,18 @@ def _audio_items(conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def load(model_dir: str | Path | None = None, dtype: torch.dtype | None = None) -> AudioChat:
-    """Load a model folder for chat, streaming and transcription; no folder = the embedded demo model."""
+def load(model_dir: str | Path | None = None, dtype: torch.dtype | None = None, compile: bool = False) -> AudioChat:
+    """Load a model folder for chat, streaming and transcription; no folder = the embedded demo model.
+
+    `compile=True` runs decode steps through one compiled graph (`auralm.infer.compiled`): faster decoding after a
+    one-time compilation (tens of seconds per batch shape), worth it for long or many generations."""
     if model_dir is None:
         from auralm.demo_model import demo_model_dir
 
         model_dir = demo_model_dir()
-    return AudioChat.from_folder(model_dir, dtype=dtype)
+    chat = AudioChat.from_folder(model_dir, dtype=dtype)
+    if compile:
+        from auralm.infer.compiled import compile_decode
+
+        compile_decode(chat.model)
+    return chat

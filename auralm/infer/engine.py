@@ -39,6 +39,26 @@ def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[t
     return input_ids.gather(1, order), attention_mask.gather(1, order)
 
 
+def stack_inputs(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Join several processor outputs into one batch: prompts right-padded (prefill left-aligns them), feature
+    rows of every clip in order, padded to the longest with their masks off."""
+    T = max(p["input_ids"].shape[1] for p in parts)
+
+    def pad(x: torch.Tensor, n: int) -> torch.Tensor:  # right-pad the last dim with zeros
+        return torch.nn.functional.pad(x, (0, n - x.shape[-1]))
+
+    out = {
+        "input_ids": torch.cat([pad(p["input_ids"], T) for p in parts]),
+        "attention_mask": torch.cat([pad(p["attention_mask"], T) for p in parts]),
+    }
+    with_audio = [p for p in parts if p.get("input_features") is not None]
+    if with_audio:
+        F = max(p["input_features"].shape[-1] for p in with_audio)
+        out["input_features"] = torch.cat([pad(p["input_features"], F) for p in with_audio])
+        out["feature_attention_mask"] = torch.cat([pad(p["feature_attention_mask"], F) for p in with_audio])
+    return out
+
+
 class DecodeBatch:
     def __init__(self, model, rows: list[Row], cache: KVCache, key_valid: torch.Tensor, positions: torch.Tensor):
         self.model = model
@@ -101,14 +121,25 @@ class DecodeBatch:
             self._grow(self.cache.max_len * 2)
         last = torch.tensor([r.history[-1] for r in self.rows], device=self.model.device)[:, None]  # (B, 1)
         self.key_valid[:, self.cache.pos] = True
-        # New tokens are plain text: audio is merged at prefill only, even if a model emits the placeholder id.
-        embeds = self.model.language_model.model.embed_tokens(last)  # (B, 1, D)
-        out = self.model(
-            inputs_embeds=embeds, attention_mask=self.key_valid[:, : self.cache.pos + 1],
-            position_ids=self.positions[:, None], cache=self.cache,
-        )
+        if self.model.compiled_step is not None:
+            pos = self.cache.pos
+            self.key_valid[:, pos] = False  # the compiled step adds the new slot itself
+            logits, k, v = self.model.compiled_step(
+                last, self.cache.keys, self.cache.values, self.key_valid, self.positions
+            )  # (B, V), (L, B, Hkv, 1, Dh) x 2
+            self.cache.keys[:, :, :, pos:pos + 1] = k
+            self.cache.values[:, :, :, pos:pos + 1] = v
+            self.key_valid[:, pos] = True
+            self.cache.advance(1)
+        else:
+            # New tokens are plain text: audio is merged at prefill only, even if a model emits the placeholder id.
+            embeds = self.model.language_model.model.embed_tokens(last)  # (B, 1, D)
+            logits = self.model(
+                inputs_embeds=embeds, attention_mask=self.key_valid[:, : self.cache.pos + 1],
+                position_ids=self.positions[:, None], cache=self.cache,
+            ).logits[:, -1]
         self.positions = self.positions + 1
-        self._choose(out.logits[:, -1])
+        self._choose(logits)
 
     def drop_finished(self) -> list[Row]:
         """Remove finished rows from the batch and return them."""
@@ -142,7 +173,11 @@ class DecodeBatch:
     def _choose(self, logits: torch.Tensor) -> None:
         """logits: (B, V) for each row's next token."""
         logits = logits.float()
-        if all(r.config.is_plain_greedy and len(r.new_tokens) >= r.config.min_new_tokens for r in self.rows):
+        if all(r.config.is_plain_greedy for r in self.rows):
+            # Greedy rows in one argmax; rows short of min_new_tokens may not choose their stop ids yet.
+            for i, r in enumerate(self.rows):
+                if len(r.new_tokens) < r.config.min_new_tokens and r.config.stop_token_ids:
+                    logits[i, list(r.config.stop_token_ids)] = float("-inf")
             tokens = logits.argmax(-1).tolist()
         else:
             tokens = []

@@ -44,6 +44,8 @@ class AudioLM(nn.Module):
         self.language_model = CausalLM(cfg.decoder)
         # Stop/pad ids from the folder's generation_config.json (transformers' defaults for `generate`).
         self.generation_defaults: dict = {}
+        # Set by `auralm.infer.compiled.compile_decode`: decode steps then run one compiled graph.
+        self.compiled_step = None
 
     # ---- checkpoints ------------------------------------------------------------------------------------
     @classmethod

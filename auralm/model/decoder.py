@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from auralm.config import DecoderConfig
-from auralm.model.kv_cache import KVCache
+from auralm.model.kv_cache import KVCache, StaticStep
 from auralm.model.layers import CAUSAL, RMSNorm, apply_rope, attention, rope_tables
 
 
@@ -117,6 +117,21 @@ class Qwen2Model(nn.Module):
                 x = layer(x, cos, sin, mask, cache, i)
         if cache is not None:
             cache.advance(T)
+        return self.norm(x)
+
+    def step_static(self, inputs_embeds: torch.Tensor, key_valid: torch.Tensor, position_ids: torch.Tensor,
+                    step: StaticStep) -> torch.Tensor:
+        """One decode position over full-capacity cache buffers (the compiled step, `auralm.infer.compiled`).
+
+        inputs_embeds (B, 1, D); key_valid bool (B, S_max), the cached slots that hold real tokens; position_ids
+        (B, 1). Returns the final-norm hidden states (B, 1, D); the new keys/values are left in `step`.
+        """
+        own = torch.ones_like(key_valid[:, :1])
+        mask = torch.cat([key_valid, own], dim=1)[:, None, None, :]  # (B, 1, 1, S_max + 1)
+        cos, sin = rope_tables(position_ids, self.cfg.head_dim, self.cfg.rope_theta, inputs_embeds.dtype)
+        x = inputs_embeds
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, step, i)
         return self.norm(x)
 
 

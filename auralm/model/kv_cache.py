@@ -7,7 +7,7 @@ decode step is reused for every token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -51,6 +51,28 @@ class KVCache:
         """Keep only the given batch rows (finished rows leave the batch)."""
         self.keys = self.keys[:, rows]
         self.values = self.values[:, rows]
+
+
+@dataclass
+class StaticStep:
+    """One decode position over full-capacity cache buffers, with static shapes (the compiled decode step).
+
+    It reads the cache but does not write it: each layer attends over the cached slots plus the new key/value,
+    which it collects in `new_keys`/`new_values`; the caller stores them at the write position afterwards (one
+    copy for all layers). A compiled graph that mutated its cache inputs would copy whole buffers every step.
+    keys/values: (n_layers, B, Hkv, S_max, Dh), read only.
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    new_keys: list[torch.Tensor] = field(default_factory=list)  # per layer (B, Hkv, 1, Dh)
+    new_values: list[torch.Tensor] = field(default_factory=list)
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k, v: (B, Hkv, 1, Dh) -> keys and values (B, Hkv, S_max + 1, Dh): the cache, then the new position."""
+        self.new_keys.append(k)
+        self.new_values.append(v)
+        return torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
 
 
 def merge_right_aligned(caches: list[KVCache], valid: list[torch.Tensor], capacity: int) -> tuple[KVCache, torch.Tensor]:

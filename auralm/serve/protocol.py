@@ -4,7 +4,7 @@ Chat content parts: `{"type": "text", "text"}`, `{"type": "input_audio", "input_
 "format"}}` and `{"type": "audio_url", "audio_url": {"url"}}` (or a bare URL string) with data:, http(s):// or
 file:// URLs (the last two only as the server's fetch policy allows). Roles: system (or developer), user,
 assistant; audio only in user turns. Sampling: temperature (0 or absent = greedy), top_p, max_tokens /
-max_completion_tokens, seed, stop, n=1; top_k and repetition_penalty as extensions. Parameters that would change
+max_completion_tokens, seed, stop, n=1; top_k, repetition_penalty and min_tokens (vLLM's names) as extensions. Parameters that would change
 the answer in ways this server cannot honour (tools, logprobs, penalties, n > 1, audio output) are refused, not
 silently ignored.
 """
@@ -174,6 +174,11 @@ def generation_config(payload: dict[str, Any], settings: ServeSettings, defaults
         fields["repetition_penalty"] = penalty
     if payload.get("seed") is not None:
         fields["seed"] = _int(payload["seed"], "seed")
+    if payload.get("min_tokens") is not None:
+        min_tokens = _int(payload["min_tokens"], "min_tokens")
+        if not 0 <= min_tokens <= max_tokens:
+            raise bad_request("min_tokens must be between 0 and max_tokens", param="min_tokens")
+        fields["min_new_tokens"] = min_tokens
     return replace(defaults, **fields)
 
 

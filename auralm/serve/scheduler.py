@@ -1,8 +1,9 @@
 """Continuous batching: one thread owns the model and decodes every running request together.
 
 Requests wait in a bounded queue (`submit` raises `QueueFull` when it is full, which the app answers with 429).
-Between decode steps the thread admits waiting requests while fewer than `max_batch` rows run: each is prefilled
-alone and merged into the running `DecodeBatch`, where it gets exactly the tokens it would get alone. After every
+Between decode steps the thread admits waiting requests while fewer than `max_batch` rows run: they are prefilled
+together in one padded batch (each alone if that fails, so one bad request cannot fail the others) and merged into
+the running `DecodeBatch`, where each gets exactly the tokens it would get alone. After every
 step each request receives its text delta through its `emit` callback; a request whose client went away is
 cancelled and its row leaves the batch at the next step. An exception in one request's prefill fails that request
 only; one in a shared decode step fails the rows of that step, and the thread goes on serving.
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from auralm.infer.engine import DecodeBatch, Row
+from auralm.infer.engine import DecodeBatch, Row, stack_inputs
 from auralm.infer.generate import TextDeltas
 from auralm.infer.sampling import GenerationConfig
 from auralm.serve.errors import ServeError
@@ -118,6 +119,7 @@ class SchedulerStats:
     row_steps: int = 0  # rows decoded, summed over steps; row_steps / steps is the mean batch size
     max_rows: int = 0  # the largest batch decoded in one step
     prefills: int = 0  # requests prefilled
+    batched_prefills: int = 0  # prefill passes that held more than one request
     merges: int = 0  # times new requests joined a batch that was already decoding
     compactions: int = 0  # cache compactions (columns of finished rows given back)
     completed: int = 0  # requests that ended with "stop" or "length"
@@ -212,18 +214,46 @@ class Scheduler:
     def _admit(self, batch: DecodeBatch | None) -> DecodeBatch | None:
         """Prefill waiting jobs into free slots and merge them into the running batch (blocks briefly when idle)."""
         running = len(batch.rows) if batch else 0
-        fresh: DecodeBatch | None = None
-        while running < self.max_batch:
+        jobs: list[Job] = []
+        while running + len(jobs) < self.max_batch:
             try:
-                job = self._queue.get(timeout=_IDLE_WAIT) if running == 0 else self._queue.get_nowait()
+                job = self._queue.get(timeout=_IDLE_WAIT) if running + len(jobs) == 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if job.cancelled:
                 self.stats.cancelled += 1
                 continue
             self._active.add(job)
+            jobs.append(job)
+        if not jobs:
+            return batch
+        fresh = self._prefill(jobs)
+        if fresh is not None:
+            fresh = self._after_tokens(fresh)
+        if fresh is not None:
+            if batch is not None:
+                self.stats.merges += 1
+            batch = self._join(batch, fresh)
+        return batch
+
+    def _prefill(self, jobs: list[Job]) -> DecodeBatch | None:
+        """One prefill for all the jobs; when it fails, each job alone, so only the job at fault fails."""
+        for job in jobs:
+            job.start(self.decode)
+        if len(jobs) > 1:
             try:
-                job.start(self.decode)
+                part = DecodeBatch.prefill(
+                    self.model, stack_inputs([j.inputs for j in jobs]), [j.config for j in jobs], tags=jobs
+                )
+                self.stats.prefills += len(jobs)
+                self.stats.batched_prefills += 1
+                self.stats.generated_tokens += len(jobs)
+                return part
+            except Exception:
+                log.exception("a batched prefill failed; prefilling its %d requests one by one", len(jobs))
+        fresh: DecodeBatch | None = None
+        for job in jobs:
+            try:
                 part = DecodeBatch.prefill(self.model, job.inputs, [job.config], tags=[job])
             except Exception:
                 log.exception("prefill failed")
@@ -231,16 +261,8 @@ class Scheduler:
                 continue
             self.stats.prefills += 1
             self.stats.generated_tokens += 1
-            part = self._after_tokens(part)
-            if part is None:
-                continue
-            running += 1
             fresh = self._join(fresh, part)
-        if fresh is not None:
-            if batch is not None:
-                self.stats.merges += 1
-            batch = self._join(batch, fresh)
-        return batch
+        return fresh
 
     def _join(self, batch: DecodeBatch | None, part: DecodeBatch) -> DecodeBatch | None:
         if batch is None:

@@ -1,0 +1,48 @@
+"""The compiled decode step (torch.compile, frozen weights, static cache shapes) chooses the eager engine's tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tiny_hf import build_hf_checkpoint, speechlike
+
+from auralm import AudioLM, Processor
+from auralm.infer.compiled import compile_decode
+from auralm.infer.generate import generate
+from auralm.infer.sampling import GenerationConfig
+
+CLIPS = [speechlike(0.61, seed=4), speechlike(6.25, seed=5), speechlike(11.9, seed=6)]
+PROMPTS = ["What's that sound?", "", "Transcribe this recording, please."]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = build_hf_checkpoint(tmp_path_factory.mktemp("compiled"), n_mels=80, n_kv_heads=2, seed=7)
+    proc = Processor.from_pretrained(folder)
+    texts = []
+    for p in PROMPTS:
+        content = [{"type": "audio", "audio": "x"}] + ([{"type": "text", "text": p}] if p else [])
+        texts.append(proc.apply_chat_template([{"role": "user", "content": content}]))
+    return folder, proc, texts
+
+
+def test_compiled_equals_eager_for_a_padded_batch_whose_rows_stop_apart(setup):
+    folder, proc, texts = setup
+    eager, compiled = AudioLM.from_pretrained(folder), compile_decode(AudioLM.from_pretrained(folder))
+    weights = {k: v.clone() for k, v in compiled.state_dict().items()}
+    inputs = proc(text=texts, audio=CLIPS)  # left-padded: every row has a different prompt length
+    free = generate(eager, inputs, GenerationConfig(max_new_tokens=12))
+    # Stop on the token row 0 makes 4th, so rows finish at different steps and the batch shrinks while decoding.
+    stop = int(free[0, -12 + 3])
+    cfg = GenerationConfig(max_new_tokens=12, stop_token_ids=(stop,))
+    expected = generate(eager, inputs, cfg)
+    got = generate(compiled, inputs, cfg)
+    assert torch.equal(got, expected)
+    assert (got[:, -12:] == stop).any(1)[0]
+    # A single row takes its own (batch of one) graph.
+    alone = generate(compiled, proc(text=texts[2], audio=CLIPS[2]), GenerationConfig(max_new_tokens=12))
+    assert torch.equal(alone[0, -12:], free[2, -12:])
+    # Frozen weights are copies for the graph; the model's own weights are untouched.
+    assert all(torch.equal(weights[k], v) for k, v in compiled.state_dict().items())
+
