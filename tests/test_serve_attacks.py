@@ -74,7 +74,7 @@ class RemoteHost(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"R")
             self.wfile.flush()
-            time.sleep(3)
+            time.sleep(10)
         else:
             self.send_response(404)
             self.end_headers()
@@ -112,7 +112,7 @@ def server(tmp_path_factory, files):
     chat = tiny_chat(tmp_path_factory.getbasetemp())
     settings = ServeSettings(
         model_name=MODEL, max_body_bytes=16 * MB, max_audio_bytes=12 * MB, max_audio_seconds=60.0, max_audios=8,
-        default_max_tokens=4, fetch_timeout=1.0, allow_file_dir=files,
+        default_max_tokens=4, fetch_timeout=3.0, allow_file_dir=files,  # generous: a loaded CI box is slow
         allow_domains=("audio.test", "internal.test", "mixed.test", "127.0.0.1", "169.254.169.254"),
     )
     fetcher = AudioFetcher(FetchPolicy.from_settings(settings, resolve=resolve, trusted_addresses=frozenset({TRUSTED})))
@@ -187,7 +187,7 @@ def test_downloads_are_capped_and_timed(server, remote):
     start = time.monotonic()
     refused(ask(server, url_part(remote + "/endless")), 413, "audio_too_large")
     refused(ask(server, url_part(remote + "/stall")), 400, "fetch_timeout")
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 25
     still_healthy(server)
 
 
