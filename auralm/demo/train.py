@@ -84,7 +84,7 @@ def stage_configs(base: Path, run: Path, data: dict[str, Path], n_base_rows: int
         "sft": ["recipe=sft", train, "data.tasks_as_chat=true", "parts.encoder=freeze", "parts.projector=train", *lora,
                 "data.batch_size=8", "optim.lr=5e-4", "optim.warmup_steps=10", f"steps={steps(700)}"],
         "dpo": ["recipe=dpo", train, "parts.encoder=freeze", "parts.projector=freeze", *lora, "dpo.beta=0.1",
-                "data.batch_size=8", "optim.lr=2e-4", "optim.warmup_steps=5", f"steps={steps(100)}"],
+                "data.batch_size=8", "optim.lr=2e-4", "optim.warmup_steps=5", f"steps={steps(36)}"],
     }
     common = ["bf16=true", f"data.dev=[{data['dev']}]", "data.dev_max_batches=4", "checkpoint.every=25",
               "checkpoint.keep_last=2", "log.eval_every=100", f"parts.new_token_rows_from={n_base_rows}"]
