@@ -120,10 +120,9 @@ class DecodeBatch:
         if self.cache.pos + 1 > self.cache.max_len:
             self._grow(self.cache.max_len * 2)
         last = torch.tensor([r.history[-1] for r in self.rows], device=self.model.device)[:, None]  # (B, 1)
-        self.key_valid[:, self.cache.pos] = True
+        pos = self.cache.pos
         if self.model.compiled_step is not None:
-            pos = self.cache.pos
-            self.key_valid[:, pos] = False  # the compiled step adds the new slot itself
+            # key_valid still excludes slot `pos`: the compiled step attends to the new token itself.
             logits, k, v = self.model.compiled_step(
                 last, self.cache.keys, self.cache.values, self.key_valid, self.positions
             )  # (B, V), (L, B, Hkv, 1, Dh) x 2
@@ -132,10 +131,11 @@ class DecodeBatch:
             self.key_valid[:, pos] = True
             self.cache.advance(1)
         else:
+            self.key_valid[:, pos] = True
             # New tokens are plain text: audio is merged at prefill only, even if a model emits the placeholder id.
             embeds = self.model.language_model.model.embed_tokens(last)  # (B, 1, D)
             logits = self.model(
-                inputs_embeds=embeds, attention_mask=self.key_valid[:, : self.cache.pos + 1],
+                inputs_embeds=embeds, attention_mask=self.key_valid[:, : pos + 1],
                 position_ids=self.positions[:, None], cache=self.cache,
             ).logits[:, -1]
         self.positions = self.positions + 1
