@@ -63,7 +63,6 @@ class EncoderCache:
         os.replace(tmp, path)
 
 
-@torch.no_grad()
 def fill_cache(
     cache: EncoderCache,
     dataset: TrainingDataset,
@@ -73,14 +72,30 @@ def fill_cache(
     max_windows: int = 16,
     progress: bool = False,
 ) -> int:
-    """Encode every clip of `dataset` missing from the cache (this rank's share); returns how many were encoded.
-
-    Clips are sorted by length and encoded `max_windows` windows at a time, so padding stays small.
-    """
+    """Encode every clip of `dataset` missing from the cache (this rank's share); returns how many were encoded."""
     seconds: dict[str, float] = {}
     for ex in dataset.examples:
         for a in ex.audios:
             seconds[a] = (ex.duration or 0.0) / len(ex.audios)
+    return encode_clips(cache, dataset.processor, model, seconds, rank, world_size, max_windows, progress)
+
+
+@torch.no_grad()
+def encode_clips(
+    cache: EncoderCache,
+    processor,
+    model: torch.nn.Module,
+    seconds: dict[str, float],
+    rank: int = 0,
+    world_size: int = 1,
+    max_windows: int = 16,
+    progress: bool = False,
+) -> int:
+    """Encode the audio files of `seconds` (path -> approximate length, for sorting) missing from the cache, this
+    rank's share; returns how many were encoded.
+
+    Clips are sorted by length and encoded `max_windows` windows at a time, so padding stays small.
+    """
     audios = sorted(seconds)  # the same order on every rank, so the shares do not overlap
     todo = [a for i, a in enumerate(audios) if i % world_size == rank and not cache.has(a)]
     todo.sort(key=lambda a: seconds[a])
@@ -92,8 +107,8 @@ def fill_cache(
     device = next(tower.parameters()).device
     bar = _progress(len(todo), progress)
     for chunk in _chunks(todo, max_windows):
-        waves = [dataset.processor.prepare_audio(a) for a in chunk]
-        feats, mask, _ = dataset.processor.features(waves)  # (Nw, M, F), (Nw, F)
+        waves = [processor.prepare_audio(a) for a in chunk]
+        feats, mask, _ = processor.features(waves)  # (Nw, M, F), (Nw, F)
         lengths = mask.sum(-1)  # (Nw,)
         hidden, n_out = tower(
             feats.to(device=device, dtype=tower.conv1.weight.dtype), lengths.to(device)

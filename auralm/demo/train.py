@@ -5,6 +5,8 @@
 0. base: real Whisper tiny.en encoder + SmolLM2-135M-Instruct + a new projector (`auralm.demo.base`);
    voice-chat questions without answers get the LLM's own answer to their text form (so voice chat keeps the
    LLM's knowledge).
+0b. ctc: the projector alone learns, by CTC on cached encoder frames, to point spoken words at the LLM's own
+   embedding rows of their tokens (`auralm.train.ctc_align`); the LLM-side stages start from that projector.
 1. align (pre-training, natural-language prompts): only the projector and the new token rows learn.
 2. pretrain (multi-task pre-training): + LoRA on every Linear of the LLM.
 3. sft: conversations in both modes (audio analysis, voice chat) + task records as one-turn chats, LoRA.
@@ -27,6 +29,7 @@ from auralm.demo.base import save_base
 from auralm.demo.package import pack
 from auralm.infer.api import AudioChat
 from auralm.train.config import load_config
+from auralm.train.ctc_align import AlignConfig, align_projector, spoken_utterances
 from auralm.train.recipes import train
 
 SYSTEM_TEXT_QA = "Answer in one or two short sentences."
@@ -53,8 +56,8 @@ def fill_answers(base_dir: Path, manifest: Path, out: Path, batch: int = 16, ans
     for i in range(0, len(todo), batch):
         group = todo[i:i + batch]
         convs = [[{"role": "user", "content": r["text_question"] + " " + SYSTEM_TEXT_QA}] for r in group]
-        for r, answer in zip(group, chat.chat_batch(convs, max_new_tokens=48)):
-            r["answer"] = _first_sentences(answer)
+        for r, reply in zip(group, chat.chat_batch(convs, max_new_tokens=48)):
+            r["answer"] = _first_sentences(reply)
     tmp = out.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     tmp.replace(out)
@@ -67,9 +70,34 @@ def _first_sentences(text: str, n: int = 2) -> str:
     return out if out.endswith((".", "!", "?")) else out + "."
 
 
-def stage_configs(base: Path, run: Path, data: dict[str, Path], n_base_rows: int, scale: float,
+def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float) -> Path:
+    """Align the base model's projector by CTC (skipped once `run/ctc/final` exists); returns its folder."""
+    from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
+    from auralm.model.audiolm import AudioLM
+    from auralm.processor import Processor
+
+    final = run / "ctc" / "final"
+    if (final / "config.json").is_file():
+        return final
+    model, processor = AudioLM.from_pretrained(base), Processor.from_pretrained(base)
+    # A subset of the speech clips: encoding them all would cost ~25 min of this machine for little gain.
+    cfg = AlignConfig(max_clips=max(200, round(5000 * scale)))
+    train_utts = spoken_utterances(data["train"], processor.tokenizer, cfg.max_clips, cfg.seed)
+    dev_utts = [u for u in spoken_utterances(data["dev"], processor.tokenizer) if u.language == "en"][:300]
+    cache = EncoderCache(run / "encoder_cache", encoder_fingerprint(model))
+    metrics = align_projector(model, processor, train_utts, dev_utts, cache, cfg)
+    tmp = final.with_name("final.tmp")
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "ctc_align.json").write_text(json.dumps(metrics, indent=1))
+    tmp.replace(final)
+    return final
+
+
+def stage_configs(start: Path, run: Path, data: dict[str, Path], n_base_rows: int, scale: float,
                   wanted: list[str]) -> tuple[list[tuple[str, list[str]]], list[str]]:
-    """The wanted stages in order, each starting from the previous wanted stage's final folder."""
+    """The wanted stages in order, the first starting from `start`, each next one from the previous one's final
+    folder."""
 
     def steps(n: int) -> int:
         return max(2, int(n * scale))
@@ -86,9 +114,10 @@ def stage_configs(base: Path, run: Path, data: dict[str, Path], n_base_rows: int
         "dpo": ["recipe=dpo", train, "parts.encoder=freeze", "parts.projector=freeze", *lora, "dpo.beta=0.1",
                 "data.batch_size=8", "optim.lr=2e-4", "optim.warmup_steps=5", f"steps={steps(36)}"],
     }
+    # No encoder cache here: these stages see each clip about once, and filling a cache encodes every clip.
     common = ["bf16=true", f"data.dev=[{data['dev']}]", "data.dev_max_batches=4", "checkpoint.every=25",
               "checkpoint.keep_last=2", "log.eval_every=100", f"parts.new_token_rows_from={n_base_rows}"]
-    stages, start = [], base
+    stages = []
     for name in ("align", "pretrain", "sft", "dpo"):
         if name in wanted:
             stages.append((name, [f"model.path={start}", *recipes[name]]))
@@ -101,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--world", required=True, type=Path, help="a synthetic world made by `auralm synth --preset demo`")
     ap.add_argument("--out", default=Path("runs/demo"), type=Path)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
-    ap.add_argument("--stages", default="align,pretrain,sft,dpo")
+    ap.add_argument("--stages", default="ctc,align,pretrain,sft,dpo")
     ap.add_argument("--no-pack", action="store_true")
     ap.add_argument("--no-llm-answers", action="store_true", help="leave out voice-chat questions that have no answer")
     args = ap.parse_args(argv)
@@ -124,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (run / "audio").exists():
         (run / "audio").symlink_to(world / "audio")
     wanted = args.stages.split(",")
-    stages, common = stage_configs(base, run, data, n_base_rows, args.scale, wanted)
+    start = base
+    if "ctc" in wanted:
+        print(f"[{time.time() - t0:6.0f}s] stage ctc", flush=True)
+        start = ctc_stage(base, run, data, args.scale)
+    stages, common = stage_configs(start, run, data, n_base_rows, args.scale, [w for w in wanted if w != "ctc"])
     adapters = []
     for name, overrides in stages:
         final = run / name / "final"
@@ -137,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[{time.time() - t0:6.0f}s] training done", flush=True)
     if not args.no_pack:
         last = stages[-1][0]
-        meta = {"trained_stages": [n for n, _ in stages], "train_seconds": time.time() - t0, "prompts": CHAT_PROMPTS}
+        meta = {"trained_stages": (["ctc"] if "ctc" in wanted else []) + [n for n, _ in stages], "train_seconds": time.time() - t0, "prompts": CHAT_PROMPTS}
         info = pack(run / last / "final", adapters, meta)
         print(f"packed: {info}")
     return 0

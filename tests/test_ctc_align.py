@@ -1,0 +1,91 @@
+"""CTC pre-alignment of the projector: it learns words carried by the audio, touches nothing but the projector,
+and hands the LLM frames with the norm of its own embedding rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from tiny_hf import build_hf_checkpoint, build_tokenizer
+
+from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
+from auralm.model.audiolm import AudioLM
+from auralm.processor import Processor
+from auralm.train.ctc_align import AlignConfig, align_projector, spoken_utterances
+
+WORDS = ("is", "the", "into", "audio")
+TOKENIZER = build_tokenizer()
+# The "speech" of this world: every token of the text sounds as a tone of its own pitch.
+PITCH = {t: 300.0 + 150.0 * i for i, t in enumerate(sorted({t for w in WORDS for t in TOKENIZER.encode(" " + w).ids}
+                                                           | {t for w in WORDS for t in TOKENIZER.encode(w).ids}))}
+
+
+def _clip(text: str, rng: np.random.Generator, sr: int = 16000) -> np.ndarray:
+    parts = [np.zeros(int(sr * 0.1), np.float32)]
+    for token in TOKENIZER.encode(text).ids:
+        t = np.arange(int(sr * rng.uniform(0.2, 0.3))) / sr
+        parts += [0.5 * np.sin(2 * np.pi * PITCH[token] * t).astype(np.float32), np.zeros(int(sr * 0.1), np.float32)]
+    x = np.concatenate(parts)
+    return x + 0.003 * rng.standard_normal(x.size).astype(np.float32)
+
+
+def _world(folder, n: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    (folder / "audio").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        words = list(rng.choice(WORDS, size=int(rng.integers(1, 4))))
+        audio = _clip(" ".join(words), rng)
+        path = folder / "audio" / f"{seed}-{i}.flac"
+        sf.write(path, audio, 16000)
+        lines.append({"id": f"{seed}-{i}", "task": "asr", "audios": [str(path)], "duration": audio.size / 16000,
+                      "language": "en", "text": " ".join(words)})
+    # rows without spoken words are skipped
+    lines.append({"id": f"{seed}-ev", "task": "sound_event", "audios": [str(path)], "duration": 1.0,
+                  "language": None, "label": "dog"})
+    manifest = folder / f"m{seed}.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return str(manifest)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ctc")
+    folder = build_hf_checkpoint(root / "model", n_mels=80, n_kv_heads=2)
+    return root, folder, _world(root, 48, 0), _world(root, 12, 1)
+
+
+def test_spoken_utterances_pick_the_spoken_text_and_sample_reproducibly(setup):
+    _, folder, train, _ = setup
+    tok = Processor.from_pretrained(folder).tokenizer
+    utts = spoken_utterances(train, tok)
+    assert len(utts) == 48  # the sound_event row has no spoken words
+    assert all(tok.decode(u.tokens) == u.text for u in utts)
+    a, b = spoken_utterances(train, tok, max_clips=10, seed=3), spoken_utterances(train, tok, max_clips=10, seed=3)
+    assert [u.audio for u in a] == [u.audio for u in b] and len(a) == 10
+
+
+def test_alignment_learns_the_words_and_changes_only_the_projector(setup):
+    root, folder, train, dev = setup
+    torch.manual_seed(0)
+    model, processor = AudioLM.from_pretrained(folder), Processor.from_pretrained(folder)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_u, dev_u = spoken_utterances(train, processor.tokenizer), spoken_utterances(dev, processor.tokenizer)
+    cache = EncoderCache(root / "cache", encoder_fingerprint(model))
+    metrics = align_projector(model, processor, train_u, dev_u, cache, AlignConfig(epochs=60, batch_size=8, lr=1e-2),
+                              log=lambda *a, **k: None)
+    losses = metrics["epoch_losses"]
+    assert losses[-1] < 0.5 * losses[0], losses
+    # greedy CTC on the projector alone reads most tokens (the random tiny encoder blurs some tones)
+    assert metrics["dev_wer_before"] > 100 and metrics["dev_wer"] < min(60.0, 0.3 * metrics["dev_wer_before"]), metrics
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"multi_modal_projector.linear.weight", "multi_modal_projector.linear.bias"}
+    # Projected frames arrive with the mean norm of the embedding rows of the transcripts' tokens.
+    vocab = sorted({t for u in train_u + dev_u for t in u.tokens})
+    target = model.language_model.model.embed_tokens.weight[vocab].norm(dim=-1).mean()
+    frames = torch.cat([torch.cat(cache.load(u.audio)) for u in train_u])
+    got = model.multi_modal_projector(frames).norm(dim=-1).mean()
+    assert abs(float(got / target) - 1.0) < 0.15
