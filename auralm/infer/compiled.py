@@ -21,6 +21,13 @@ from torch import nn
 from auralm.model.kv_cache import StaticStep
 
 
+# freezing: weights become constants that inductor pre-packs. max_autotune with the CPP GEMM template: inductor
+# generates its own matrix kernels (OpenMP-parallel, blocked for the cache) and keeps them where they beat the
+# ATen/MKL call; at one row per sequence MKL runs the matrix-vector product on one core (~11 GB/s here), the
+# template streams the weights on every core (~34 GB/s, the machine's copy bandwidth).
+_INDUCTOR_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+
+
 class _Step(nn.Module):
     """tokens (B, 1), keys/values (L, B, Hkv, S_max, Dh) read only, key_valid bool (B, S_max) over the cached
     slots, positions (B,) -> logits (B, V) of the next token, new keys and values (L, B, Hkv, 1, Dh)."""
@@ -50,7 +57,7 @@ class CompiledDecodeStep:
             # own, fully static graph, where the matrix-vector kernels are fastest.
             for t, dim in ((tokens, 0), (keys, 1), (values, 1), (key_valid, 0), (positions, 0)):
                 torch._dynamo.mark_dynamic(t, dim)
-        with inductor_config.patch(freezing=True):
+        with inductor_config.patch(**_INDUCTOR_OPTIONS):
             return self.fn(tokens, keys, values, key_valid, positions)
 
 
