@@ -27,12 +27,12 @@ import torch
 
 from auralm.demo.base import save_base
 from auralm.demo.package import pack
+from auralm.eval.voice_knowledge import llm_answers
 from auralm.infer.api import AudioChat
 from auralm.train.config import load_config
 from auralm.train.ctc_align import AlignConfig, align_projector, spoken_utterances
 from auralm.train.recipes import train
 
-SYSTEM_TEXT_QA = "Answer in one or two short sentences."
 # The demo model is tuned on ChatML (SFT), so transcription asks in a chat turn (auralm.json of the folder).
 CHAT_PROMPTS = {
     "asr_prompt": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nAudio 1: "
@@ -53,21 +53,12 @@ def fill_answers(base_dir: Path, manifest: Path, out: Path, batch: int = 16, ans
     if not answer:
         records = [r for r in records if not (r.get("answer") is None and r.get("text_question"))]
         todo = []
-    for i in range(0, len(todo), batch):
-        group = todo[i:i + batch]
-        convs = [[{"role": "user", "content": r["text_question"] + " " + SYSTEM_TEXT_QA}] for r in group]
-        for r, reply in zip(group, chat.chat_batch(convs, max_new_tokens=48)):
-            r["answer"] = _first_sentences(reply)
+    for r, reply in zip(todo, llm_answers(chat, [r["text_question"] for r in todo], batch=batch)):
+        r["answer"] = reply
     tmp = out.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     tmp.replace(out)
     return len(todo)
-
-
-def _first_sentences(text: str, n: int = 2) -> str:
-    parts = text.replace("\n", " ").split(". ")
-    out = ". ".join(parts[:n]).strip()
-    return out if out.endswith((".", "!", "?")) else out + "."
 
 
 def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float) -> Path:
