@@ -138,6 +138,9 @@ class OptimConfig:
     eps: float = 1e-8  # AdamW epsilon
     max_grad_norm: float = 1.0  # clip the global gradient norm (0 = no clipping)
     grad_accum: int = 1  # micro-batches per optimizer step (per process)
+    # Peak-rate multipliers by part (encoder / projector / llm), e.g. {projector: 0.05}: a projector that was
+    # pre-aligned (auralm.train.ctc_align) has small weights that the LLM-side rate would overwrite in a few steps.
+    part_lr_scale: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -260,6 +263,10 @@ class TrainConfig:
             if not 0.0 <= self.lora.dropout < 1.0:
                 raise TrainConfigError(f"lora.dropout must be in [0, 1), got {self.lora.dropout}")
         o = self.optim
+        for part, scale in o.part_lr_scale.items():
+            if part not in ("encoder", "projector", "llm"):
+                raise TrainConfigError(f"optim.part_lr_scale: unknown part {part!r}; expected encoder, projector or llm")
+            _positive(scale, f"optim.part_lr_scale.{part}", allow_zero=True)
         _positive(o.lr, "optim.lr")
         _positive(o.grad_accum, "optim.grad_accum")
         _positive(o.warmup_steps, "optim.warmup_steps", allow_zero=True)

@@ -7,20 +7,31 @@ import math
 import torch
 from torch import nn
 
+from auralm.train.freeze import PART_MODULES
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters in two groups: matrices decay; biases, norms, embeddings and row-trained matrices
-    do not (decay would pull frozen rows of a row-trained matrix, whose gradient is zero, towards 0)."""
-    decay, no_decay, seen = [], [], set()
+
+def param_groups(
+    model: nn.Module, weight_decay: float, lr: float, part_lr_scale: dict[str, float] | None = None
+) -> list[dict]:
+    """Trainable parameters grouped by weight decay and by learning rate. Matrices decay; biases, norms,
+    embeddings and row-trained matrices do not (decay would pull frozen rows of a row-trained matrix, whose
+    gradient is zero, towards 0). A part named in `part_lr_scale` gets `lr * scale`, the rest `lr`."""
+    scales = part_lr_scale or {}
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    seen: set[int] = set()
     for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
         exempt = p.ndim < 2 or "embed" in name or hasattr(p, "_auralm_rows_from")
-        (no_decay if exempt else decay).append(p)
-    if not decay and not no_decay:
+        scale = next((s for part, s in scales.items() if f"{PART_MODULES[part]}." in f".{name}"), 1.0)
+        groups.setdefault((exempt, scale), []).append(p)
+    if not groups:
         raise ValueError("the model has no trainable parameters")
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": ps, "weight_decay": 0.0 if exempt else weight_decay, "lr": lr * scale}
+        for (exempt, scale), ps in sorted(groups.items(), key=lambda kv: (kv[0][1] != 1.0, kv[0][0]))
+    ]
 
 
 def build_optimizer(
@@ -30,11 +41,12 @@ def build_optimizer(
     betas: tuple[float, float],
     eps: float,
     fused: bool = True,
+    part_lr_scale: dict[str, float] | None = None,
 ) -> torch.optim.AdamW:
     """AdamW; `fused` runs one kernel over all parameters (on CPU 10-20x faster than the default per-tensor
     loop, which matters most for the large embedding matrices). FSDP's sharded parameters take the default."""
     return torch.optim.AdamW(
-        param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=fused or None
+        param_groups(model, weight_decay, lr, part_lr_scale), lr=lr, betas=betas, eps=eps, fused=fused or None
     )
 
 

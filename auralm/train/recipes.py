@@ -238,7 +238,8 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Callable[[int], None] | No
     o = cfg.optim
     sharded = cfg.distributed == "fsdp" and info.distributed
     optimizer = build_optimizer(
-        unwrap(engine), o.lr, o.weight_decay, tuple(o.betas), o.eps, fused=not sharded
+        unwrap(engine), o.lr, o.weight_decay, tuple(o.betas), o.eps, fused=not sharded,
+        part_lr_scale=o.part_lr_scale,
     )
     scheduler = build_scheduler(optimizer, o.warmup_steps, total_steps, o.min_lr_ratio)
     reference = _reference(cfg, info, engine, start) if cfg.recipe == "dpo" else None
