@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[{time.time() - t0:6.0f}s] training done", flush=True)
     if not args.no_pack:
         last = stages[-1][0]
-        meta = {"trained_stages": (["ctc"] if "ctc" in wanted else []) + [n for n, _ in stages], "train_seconds": time.time() - t0, "prompts": CHAT_PROMPTS}
+        steps = {n: int(next(o for o in ov if o.startswith("steps=")).split("=")[1]) for n, ov in stages}
+        meta = {"trained_stages": (["ctc"] if "ctc" in wanted else []) + [n for n, _ in stages], "stage_steps": steps,
+                "train_seconds": round(time.time() - t0), "prompts": CHAT_PROMPTS}
         info = pack(run / last / "final", adapters, meta)
         print(f"packed: {info}")
     return 0
