@@ -86,7 +86,7 @@ def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float) -> Pat
 
 
 def stage_configs(start: Path, run: Path, data: dict[str, Path], n_base_rows: int, scale: float,
-                  wanted: list[str]) -> tuple[list[tuple[str, list[str]]], list[str]]:
+                  wanted: list[str], slow_projector: bool = False) -> tuple[list[tuple[str, list[str]]], list[str]]:
     """The wanted stages in order, the first starting from `start`, each next one from the previous one's final
     folder."""
 
@@ -94,17 +94,17 @@ def stage_configs(start: Path, run: Path, data: dict[str, Path], n_base_rows: in
         return max(2, int(n * scale))
 
     lora = ["parts.llm=lora", "lora.r=16", "lora.alpha=32"]
-    # The CTC-aligned projector's weights are ~0.005; at the LLM's rate Adam would rewrite them within ~100 steps
+    # After the ctc stage the projector's weights are ~0.005; at the LLM's rate Adam rewrites them within ~100 steps
     # (measured: cosine 0.40 to the aligned weights after 250 steps, and no speech read), so it moves 20x slower.
-    slow_projector = "optim.part_lr_scale={projector: 0.05}"
+    lora += ["optim.part_lr_scale={projector: 0.05}"] if slow_projector else []
     train = f"data.train=[{{path: {data['train']}}}]"
     recipes = {
         "align": ["recipe=pretrain", train, "parts.encoder=freeze", "parts.projector=train", "parts.llm=freeze",
                   "data.batch_size=8", "optim.lr=2e-3", "optim.warmup_steps=20", f"steps={steps(120)}"],
-        "pretrain": ["recipe=pretrain", train, "parts.encoder=freeze", "parts.projector=train", *lora, slow_projector,
+        "pretrain": ["recipe=pretrain", train, "parts.encoder=freeze", "parts.projector=train", *lora,
                      "data.batch_size=8", "optim.lr=1e-3", "optim.warmup_steps=20", f"steps={steps(1000)}"],
         "sft": ["recipe=sft", train, "data.tasks_as_chat=true", "parts.encoder=freeze", "parts.projector=train", *lora,
-                slow_projector, "data.batch_size=8", "optim.lr=5e-4", "optim.warmup_steps=10", f"steps={steps(700)}"],
+                "data.batch_size=8", "optim.lr=5e-4", "optim.warmup_steps=10", f"steps={steps(700)}"],
         "dpo": ["recipe=dpo", train, "parts.encoder=freeze", "parts.projector=freeze", *lora, "dpo.beta=0.1",
                 "data.batch_size=8", "optim.lr=2e-4", "optim.warmup_steps=5", f"steps={steps(36)}"],
     }
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--world", required=True, type=Path, help="a synthetic world made by `auralm synth --preset demo`")
     ap.add_argument("--out", default=Path("runs/demo"), type=Path)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
-    ap.add_argument("--stages", default="ctc,align,pretrain,sft,dpo")
+    ap.add_argument("--stages", default="align,pretrain,sft,dpo",
+                    help="stages in order; 'ctc,pretrain,sft,dpo' is the speech-first variant (see the README)")
     ap.add_argument("--no-pack", action="store_true")
     ap.add_argument("--no-llm-answers", action="store_true", help="leave out voice-chat questions that have no answer")
     args = ap.parse_args(argv)
@@ -151,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     if "ctc" in wanted:
         print(f"[{time.time() - t0:6.0f}s] stage ctc", flush=True)
         start = ctc_stage(base, run, data, args.scale)
-    stages, common = stage_configs(start, run, data, n_base_rows, args.scale, [w for w in wanted if w != "ctc"])
+    stages, common = stage_configs(start, run, data, n_base_rows, args.scale, [w for w in wanted if w != "ctc"],
+                                   slow_projector="ctc" in wanted)
     adapters = []
     for name, overrides in stages:
         final = run / name / "final"
