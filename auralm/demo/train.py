@@ -5,7 +5,7 @@
 0. base: real Whisper tiny.en encoder + SmolLM2-135M-Instruct + a new projector (`auralm.demo.base`);
    voice-chat questions without answers get the LLM's own answer to their text form (so voice chat keeps the
    LLM's knowledge).
-0b. ctc: the projector alone learns, by CTC on cached encoder frames, to point spoken words at the LLM's own
+0b. ctc (optional, `--stages ctc,pretrain,sft,dpo`): the projector alone learns, by CTC on cached encoder frames, to point spoken words at the LLM's own
    embedding rows of their tokens (`auralm.train.ctc_align`); the LLM-side stages start from that projector.
 1. align (pre-training, natural-language prompts): only the projector and the new token rows learn.
 2. pretrain (multi-task pre-training): + LoRA on every Linear of the LLM.

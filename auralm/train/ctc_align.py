@@ -24,15 +24,18 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from auralm.data.feature_cache import EncoderCache, encode_clips, encoder_fingerprint
 from auralm.data.manifest import ManifestError, load_manifest
+from auralm.train.optim import build_scheduler
 
 # Which field of a task record holds the words spoken in its clip (mixed clips: a sound, then the question).
 SPOKEN_FIELD = {"asr": "text", "s2tt": "text", "srwt": "text", "lid": "text", "speaker": "text",
@@ -107,14 +110,6 @@ def _batches(n: int, size: int, rng: random.Random) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, n, size)]
 
 
-def _pad(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([f.shape[0] for f in feats])
-    out = feats[0].new_zeros(len(feats), int(lengths.max()), feats[0].shape[1])  # (B, T, De)
-    for i, f in enumerate(feats):
-        out[i, : f.shape[0]] = f
-    return out, lengths
-
-
 @torch.no_grad()
 def greedy_wer(head: CosineCTCHead, feats: list[torch.Tensor], utts: list[Utterance], vocab: list[int],
                tokenizer) -> float:
@@ -132,8 +127,12 @@ def greedy_wer(head: CosineCTCHead, feats: list[torch.Tensor], utts: list[Uttera
     return 100.0 * wer(refs, hyps) if refs else float("nan")
 
 
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
 def align_projector(model, processor, train: list[Utterance], dev: list[Utterance], cache: EncoderCache,
-                    cfg: AlignConfig, log=print) -> dict:
+                    cfg: AlignConfig, log: Callable[[str], None] = _print) -> dict:
     """Train `model.multi_modal_projector.linear` in place by cosine CTC (see the module doc); returns metrics."""
     seconds = {u.audio: u.seconds for u in train + dev}
     t0 = time.time()
@@ -149,16 +148,16 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
     rng = random.Random(cfg.seed)
     steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    sched = build_scheduler(opt, warmup_steps=0, total_steps=steps, min_ratio=0.1)
     metrics: dict = {"clips": len(train), "vocab": len(vocab), "steps": steps, "epoch_losses": []}
     if dev:
         metrics["dev_wer_before"] = greedy_wer(head, dev_feats, dev, vocab, processor.tokenizer)
         log(f"dev WER before: {metrics['dev_wer_before']:.1f}%")
-    step = 0
     for epoch in range(cfg.epochs):
         total, count = 0.0, 0
         for batch in _batches(len(train), cfg.batch_size, rng):
-            h, lengths = _pad([train_feats[i] for i in batch])  # (B, T, De), (B,)
+            h = pad_sequence([train_feats[i] for i in batch], batch_first=True)  # (B, T, De)
+            lengths = torch.tensor([train_feats[i].shape[0] for i in batch])  # (B,)
             y = [targets[i] for i in batch]
             logp = head(h).transpose(0, 1)  # (T, B, V + 1), the layout ctc_loss takes
             loss = F.ctc_loss(logp, torch.cat(y), lengths, torch.tensor([len(t) for t in y]), blank=0,
@@ -168,13 +167,12 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
             opt.step()
             sched.step()
-            step += 1
             total, count = total + loss.item(), count + 1
         msg = f"epoch {epoch + 1}/{cfg.epochs}: ctc loss {total / count:.3f}"
         if dev:
             metrics["dev_wer"] = greedy_wer(head, dev_feats, dev, vocab, processor.tokenizer)
             msg += f", dev WER {metrics['dev_wer']:.1f}%"
-        log(msg, flush=True) if log is print else log(msg)
+        log(msg)
         metrics["epoch_losses"].append(total / count)
     # Write back, scaled so that projected speech frames have the norm of an average embedding row.
     with torch.no_grad():
