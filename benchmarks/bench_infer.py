@@ -218,7 +218,7 @@ def main() -> int:
         print(f"{key + ', compiled':<34}{ref[key]:>12.3f} s{ours[key + ', compiled']:>10.3f} s"
               f"{ref[key] / ours[key + ', compiled']:>8.2f}x   (compiling took {ours[f'compile s, batch {batch}']:.0f} s once)")
     print(f"{'peak memory MB, compiled':<34}{ref['peak memory MB']:>12.3f}  {ours['peak memory MB, compiled']:>10.3f}"
-          f"  {ref['peak memory MB'] / ours['peak memory MB, compiled']:>8.2f}x   (frozen, pre-packed weight copies)")
+          f"  {ref['peak memory MB'] / ours['peak memory MB, compiled']:>8.2f}x   (packed weight copies next to the eager weights)")
     for batch in (1, 8):
         key = f"decode step, batch {batch}"
         sides = (("transformers", ref[key]), ("auralm", ours[key]), ("auralm compiled", ours[key + ", compiled"]))

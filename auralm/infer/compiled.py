@@ -1,11 +1,12 @@
-"""A compiled decode step: `torch.compile` (inductor) with the weights frozen into the graph and pre-packed for
-the CPU's matrix kernels, over static shapes.
+"""A compiled decode step: `torch.compile` (inductor) with the weights frozen into the graph and matrix kernels
+generated for their shapes, over static shapes.
 
     from auralm.infer.compiled import compile_decode
     compile_decode(model)          # DecodeBatch.step now runs the compiled graph
 
-Decode on a CPU is bound by reading the weights once per step; frozen, pre-packed weights let the small matrix
-products (one row per sequence) run through oneDNN/MKL's packed kernels instead of generic GEMM. The step reads
+Decode on a CPU is bound by reading the weights once per step; with the weights frozen, inductor's CPP GEMM
+template (max-autotune) streams them on every core, where MKL runs one-row products on one (see _INDUCTOR_OPTIONS;
+the packed weights are a second copy next to the eager ones). The step reads
 the whole preallocated cache under a key mask and returns the new keys/values instead of writing them (a graph
 that mutates its inputs copies them whole), so its shapes depend only on (batch, cache capacity): one compilation
 serves every step of a generation, and each new (batch, capacity) pair compiles once. The weights are captured
