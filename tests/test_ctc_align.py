@@ -14,7 +14,7 @@ from tiny_hf import build_hf_checkpoint, build_tokenizer
 from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
 from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
-from auralm.train.ctc_align import AlignConfig, align_projector, spoken_utterances
+from auralm.train.ctc_align import SOUND, AlignConfig, align_projector, heard_text, spoken_utterances
 
 WORDS = ("is", "the", "into", "audio")
 TOKENIZER = build_tokenizer()
@@ -45,7 +45,7 @@ def _world(folder, n: int, seed: int) -> str:
                       "language": "en", "text": " ".join(words)})
     # rows without spoken words are skipped
     lines.append({"id": f"{seed}-ev", "task": "sound_event", "audios": [str(path)], "duration": 1.0,
-                  "language": None, "label": "dog"})
+                  "language": None, "label": "dog", "label_name": "dog"})
     manifest = folder / f"m{seed}.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in lines))
     return str(manifest)
@@ -66,6 +66,27 @@ def test_spoken_utterances_pick_the_spoken_text_and_sample_reproducibly(setup):
     assert all(tok.decode(u.tokens) == u.text for u in utts)
     a, b = spoken_utterances(train, tok, max_clips=10, seed=3), spoken_utterances(train, tok, max_clips=10, seed=3)
     assert [u.audio for u in a] == [u.audio for u in b] and len(a) == 10
+
+
+def test_heard_text_names_sounds_in_the_order_they_are_heard():
+    events = [{"label": "dtmf", "start": 2.0, "end": 2.5}, {"label": "brown_noise", "start": 0.3, "end": 1.7}]
+    assert heard_text({"task": "caption", "events": events}, sounds=True) == "brown noise telephone keypad tone"
+    assert heard_text({"task": "caption", "events": events}) is None  # sounds are opt-in
+    assert heard_text({"task": "scene", "label": "rain", "label_name": "rainstorm"}, sounds=True) == "rainstorm"
+    assert heard_text({"task": "note", "instrument": "flute", "note_name": "G2"}, sounds=True) == "flute G2"
+    mixed = {"task": "mixed", "sound": {"label": "beep", "count": 3}, "text_question": "How many beeps?"}
+    assert heard_text(mixed, sounds=True) == "beep beep beep How many beeps?"
+    assert heard_text(mixed) == "How many beeps?"  # speech only: the question
+    assert heard_text({"task": "asr", "text": "hello"}, sounds=True) == "hello"
+    assert heard_text({"task": "conversation", "messages": []}, sounds=True) is None
+
+
+def test_spoken_utterances_with_sounds_mark_the_sound_clips(setup):
+    _, folder, train, _ = setup
+    tok = Processor.from_pretrained(folder).tokenizer
+    utts = spoken_utterances(train, tok, sounds=True)
+    assert len(utts) == 49 and [u.language for u in utts].count(SOUND) == 1
+    assert next(u for u in utts if u.language == SOUND).text == "dog"
 
 
 def test_alignment_learns_the_words_and_changes_only_the_projector(setup):

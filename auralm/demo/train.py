@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -71,10 +72,12 @@ def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float) -> Pat
     if (final / "config.json").is_file():
         return final
     model, processor = AudioLM.from_pretrained(base), Processor.from_pretrained(base)
-    # A subset of the speech clips: encoding them all would cost ~25 min of this machine for little gain.
-    cfg = AlignConfig(max_clips=max(200, round(5000 * scale)))
-    train_utts = spoken_utterances(data["train"], processor.tokenizer, cfg.max_clips, cfg.seed)
-    dev_utts = [u for u in spoken_utterances(data["dev"], processor.tokenizer) if u.language == "en"][:300]
+    # Speech and sound clips (so that the aligned projector also names sounds), a subset: encoding all 26k would
+    # cost ~35 min of this machine.
+    cfg = AlignConfig(max_clips=max(200, round(12000 * scale)), epochs=5, sounds=True)
+    train_utts = spoken_utterances(data["train"], processor.tokenizer, cfg.max_clips, cfg.seed, sounds=True)
+    dev_utts = spoken_utterances(data["dev"], processor.tokenizer, sounds=True)
+    dev_utts = random.Random(0).sample(dev_utts, min(len(dev_utts), 500))
     cache = EncoderCache(run / "encoder_cache", encoder_fingerprint(model))
     metrics = align_projector(model, processor, train_utts, dev_utts, cache, cfg)
     tmp = final.with_name("final.tmp")

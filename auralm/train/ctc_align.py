@@ -40,6 +40,37 @@ from auralm.train.optim import build_scheduler
 # Which field of a task record holds the words spoken in its clip (mixed clips: a sound, then the question).
 SPOKEN_FIELD = {"asr": "text", "s2tt": "text", "srwt": "text", "lid": "text", "speaker": "text",
                 "voice_chat": "text_question", "mixed": "text_question"}  # fmt: skip
+SOUND_TASKS = ("sound_event", "scene", "note", "caption", "aqa", "mixed")
+SOUND = "sound"  # the `language` of an utterance whose text names sounds rather than transcribing speech
+
+
+def _sound_words(sound: dict) -> str:
+    """Words naming one synthetic sound: its event name repeated per occurrence, or an instrument and its note."""
+    from auralm.synth.signals import EVENT_NAMES
+
+    if "instrument" in sound:
+        return f"{sound['instrument']} {sound.get('note_name', '')}".strip()
+    name = EVENT_NAMES.get(sound["label"], sound["label"].replace("_", " "))
+    return " ".join([name] * int(sound.get("count", 1)))
+
+
+def heard_text(record: dict, sounds: bool = False) -> str | None:
+    """The words a clip carries, in the order they are heard: its transcript for speech; with `sounds`, also the
+    names of the sounds in sound clips (events in order, a scene, an instrument and note) and, for mixed clips, the
+    sound's name before the spoken question. None when the record carries no such words."""
+    task = record.get("task", "")
+    if sounds and task in SOUND_TASKS:
+        if task in ("sound_event", "scene"):
+            return record.get("label_name")
+        if task == "note":
+            return _sound_words(record)
+        if task in ("caption", "aqa"):
+            events = sorted(record.get("events") or [], key=lambda e: e["start"])
+            return " ".join(_sound_words(e) for e in events) or None
+        if task == "mixed" and record.get("sound") and record.get("text_question"):
+            return f"{_sound_words(record['sound'])} {record['text_question']}"
+    field = SPOKEN_FIELD.get(task)
+    return record.get(field) if field else None
 
 
 @dataclass
@@ -51,6 +82,7 @@ class AlignConfig:
     lr: float = 3e-3  # AdamW learning rate (cosine decay to 10%, no weight decay)
     init_scale: float = 10.0  # initial cosine-logit scale (learned)
     max_clips: int | None = None  # use at most this many train clips (None: all)
+    sounds: bool = False  # also align sound clips to the names of their sounds (see `heard_text`)
     seed: int = 0
 
 
@@ -63,20 +95,22 @@ class Utterance:
     seconds: float  # clip length from the manifest (for sorting the encoder batches)
 
 
-def spoken_utterances(manifest: str | Path, tokenizer, max_clips: int | None = None, seed: int = 0) -> list[Utterance]:
-    """The clips of a task manifest whose spoken words are known, with their token ids (at most `max_clips`,
-    drawn at random with `seed` so that every task keeps its share)."""
+def spoken_utterances(manifest: str | Path, tokenizer, max_clips: int | None = None, seed: int = 0,
+                      sounds: bool = False) -> list[Utterance]:
+    """The clips of a task manifest whose spoken words are known (with `sounds`, also the clips whose sounds have
+    names, see `heard_text`), with their token ids; at most `max_clips`, drawn at random with `seed` so that every
+    task keeps its share."""
     records, errors = load_manifest(manifest)
     if errors and not records:
         raise ManifestError(f"{manifest}: no usable records ({errors[0]})")
     out = []
     for r in records:
-        field = SPOKEN_FIELD.get(r.get("task", ""))
-        if field is None or not r.get(field) or len(r["audios"]) != 1:
+        text = heard_text(r, sounds)
+        if not text or len(r["audios"]) != 1:
             continue
-        text = r[field]
         ids = tokenizer.encode(text, add_special_tokens=False).ids
-        out.append(Utterance(r["audios"][0], ids, text, r.get("language") or "en", float(r.get("duration") or 0.0)))
+        language = SOUND if sounds and r.get("task") in SOUND_TASKS else r.get("language") or "en"
+        out.append(Utterance(r["audios"][0], ids, text, language, float(r.get("duration") or 0.0)))
     if max_clips is not None and len(out) > max_clips:
         out = random.Random(seed).sample(out, max_clips)
     return out
@@ -112,13 +146,14 @@ def _batches(n: int, size: int, rng: random.Random) -> list[list[int]]:
 
 @torch.no_grad()
 def greedy_wer(head: CosineCTCHead, feats: list[torch.Tensor], utts: list[Utterance], vocab: list[int],
-               tokenizer) -> float:
-    """WER (%) of best-path CTC decoding of English clips: how much of the words the projector alone carries."""
+               tokenizer, language: str = "en") -> float:
+    """WER (%) of best-path CTC decoding of the clips in `language` (English speech by default, or SOUND for the
+    sound names): how much of the words the projector alone carries."""
     from auralm.eval.metrics import wer
 
     refs, hyps = [], []
     for f, u in zip(feats, utts):
-        if u.language != "en":
+        if u.language != language:
             continue
         best = head(f[None]).argmax(-1)[0].tolist()  # (T,)
         ids = [vocab[c - 1] for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1])]
@@ -150,9 +185,18 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = build_scheduler(opt, warmup_steps=0, total_steps=steps, min_ratio=0.1)
     metrics: dict = {"clips": len(train), "vocab": len(vocab), "steps": steps, "epoch_losses": []}
+
+    def dev_wers(suffix: str) -> str:
+        """Fill metrics["dev_wer" + suffix] (speech) and ["dev_sound_wer" + suffix] (sound names, if any)."""
+        parts = []
+        for key, language in (("dev_wer", "en"), ("dev_sound_wer", SOUND)):
+            if any(u.language == language for u in dev):
+                metrics[key + suffix] = greedy_wer(head, dev_feats, dev, vocab, processor.tokenizer, language)
+                parts.append(f"{key.replace('_', ' ')} {metrics[key + suffix]:.1f}%")
+        return ", ".join(parts)
+
     if dev:
-        metrics["dev_wer_before"] = greedy_wer(head, dev_feats, dev, vocab, processor.tokenizer)
-        log(f"dev WER before: {metrics['dev_wer_before']:.1f}%")
+        log(f"before: {dev_wers('_before')}")
     for epoch in range(cfg.epochs):
         total, count = 0.0, 0
         for batch in _batches(len(train), cfg.batch_size, rng):
@@ -170,8 +214,7 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
             total, count = total + loss.item(), count + 1
         msg = f"epoch {epoch + 1}/{cfg.epochs}: ctc loss {total / count:.3f}"
         if dev:
-            metrics["dev_wer"] = greedy_wer(head, dev_feats, dev, vocab, processor.tokenizer)
-            msg += f", dev WER {metrics['dev_wer']:.1f}%"
+            msg += f", {dev_wers('')}"
         log(msg)
         metrics["epoch_losses"].append(total / count)
     # Write back, scaled so that projected speech frames have the norm of an average embedding row.
@@ -195,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="where the aligned model folder is written")
     ap.add_argument("--cache-dir", type=Path, help="encoder cache folder (default: OUT/../encoder_cache)")
     for name, value in vars(AlignConfig()).items():
-        ap.add_argument(f"--{name.replace('_', '-')}", type=type(value) if value is not None else int, default=value)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            ap.add_argument(flag, type=type(value) if value is not None else int, default=value)
     args = ap.parse_args(argv)
     from auralm.model.audiolm import AudioLM
     from auralm.processor import Processor
@@ -204,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         model = AudioLM.from_pretrained(args.model)
         processor = Processor.from_pretrained(args.model)
         cfg = AlignConfig(**{k: getattr(args, k) for k in vars(AlignConfig())})
-        train = spoken_utterances(args.train, processor.tokenizer, cfg.max_clips, cfg.seed)
-        dev = spoken_utterances(args.dev, processor.tokenizer) if args.dev else []
+        train = spoken_utterances(args.train, processor.tokenizer, cfg.max_clips, cfg.seed, cfg.sounds)
+        dev = spoken_utterances(args.dev, processor.tokenizer, sounds=cfg.sounds) if args.dev else []
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
