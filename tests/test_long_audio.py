@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -148,3 +149,29 @@ def test_timestamped_stitching_cuts_the_seam_by_time():
     got = result.words
     assert [w for w, _, _ in got] == [w["word"] for w in words]
     assert max(abs(a - w["start"]) for (_, a, _), w in zip(got, words)) < 0.011
+
+
+def test_transcripts_get_a_token_budget_from_the_window_length(chat):
+    """Without max_new_tokens a window may decode ~12 tokens per second (a looping model stops near the clip's
+    length); an explicit limit wins; word times get room for their time tokens."""
+    from auralm.infer.api import transcript_budget
+
+    budgets = []
+    decode = chat.generate_texts
+
+    def spy(inputs, cfg, skip_special_tokens=True):
+        budgets.append(cfg.max_new_tokens)
+        return decode(inputs, replace(cfg, max_new_tokens=2), skip_special_tokens)
+
+    chat.generate_texts = spy
+    try:
+        clip = (np.zeros(2 * SR, np.float32), SR)
+        chat.transcribe(clip)
+        chat.transcribe(clip, timestamps=True)
+        chat.transcribe(clip, max_new_tokens=100)
+        chat.transcribe((np.zeros(40 * SR, np.float32), SR))  # two windows, each with its own length
+    finally:
+        chat.generate_texts = decode
+    assert budgets[:3] == [16 + 24, 16 + 60, 100]
+    assert budgets[3] > budgets[4] and budgets[3] <= transcript_budget(30.0) and budgets[3] > 256
+    assert transcript_budget(30.0) == 376

@@ -168,6 +168,14 @@ def test_long_transcription_is_windowed_with_language(client, chat):
     assert r.text == chat.transcribe(long_clip, language="en", max_new_tokens=24).text
 
 
+def test_short_transcription_stops_at_the_clip_budget(client, chat):
+    """A 0.5 s clip may decode transcript_budget(0.5) = 22 tokens, fewer than the server's default of 24: the
+    server stops where the library stops (the random model never says EOS, so a missing budget shows)."""
+    short = wav_bytes(0.5, seed=4)
+    r = client.audio.transcriptions.create(model=MODEL, file=("short.wav", short))
+    assert r.text == chat.transcribe(short).text != chat.transcribe(short, max_new_tokens=24).text
+
+
 def test_refusals_use_openai_error_shape(client, server):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model=MODEL, n=2, messages=[user("hi")])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from auralm.audio import AudioError
+from auralm.audio import SAMPLE_RATE, AudioError
 from auralm.infer.engine import DecodeBatch
 from auralm.infer.generate import TextDeltas
 from auralm.infer.sampling import GenerationConfig
@@ -56,6 +57,14 @@ def audio_source(item: dict[str, Any]) -> Any:
     if url.startswith(("http://", "https://")):
         raise AudioError("auralm does not fetch audio from the network; download it and pass the file or bytes")
     return url
+
+
+def transcript_budget(seconds: float, timestamps: bool = False) -> int:
+    """The most tokens a transcript of `seconds` of audio may take when the caller sets no limit: 12 per second
+    (30 with word times: two time tokens per word) + 16. Fast speech runs at ~4 words or ~6-8 tokens per second
+    (Whisper caps a 30 s window at 224 tokens), so real transcripts fit, while a model stuck repeating itself stops
+    near the clip's length instead of after the chat default of 256 tokens."""
+    return 16 + math.ceil(seconds * (30 if timestamps else 12))
 
 
 class AudioChat:
@@ -157,11 +166,14 @@ class AudioChat:
         wave = self.processor.prepare_audio(audio)
         cfg = self.config(**generation)
         prompt = self.asr_prompt(language, timestamps)
+        fixed_budget = generation.get("max_new_tokens", generation.get("max_tokens")) is not None
 
         def decode_window(samples: np.ndarray) -> str:
             inputs = self.processor(text=prompt, audio=samples)
+            seconds = len(samples) / SAMPLE_RATE
+            window_cfg = cfg if fixed_budget else replace(cfg, max_new_tokens=transcript_budget(seconds, timestamps))
             # Time tokens are special tokens: keep them when word times are wanted.
-            return self.generate_texts(inputs, cfg, skip_special_tokens=not timestamps)[0]
+            return self.generate_texts(inputs, window_cfg, skip_special_tokens=not timestamps)[0]
 
         result = transcribe_windows(wave, decode_window, progress, parse_words=parse_srwt if timestamps else None)
         result.language = language

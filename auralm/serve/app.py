@@ -30,7 +30,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from auralm.audio import SAMPLE_RATE
-from auralm.infer.api import AudioChat
+from auralm.infer.api import AudioChat, transcript_budget
 from auralm.infer.sampling import GenerationConfig
 from auralm.infer.transcribe import transcribe_windows
 from auralm.infer.transcript_formats import to_srt, to_verbose, to_vtt
@@ -293,8 +293,9 @@ def _transcribe(chat: AudioChat, wave: np.ndarray, language: str | None, cfg: Ge
         if gone.is_set():
             raise ClientGone()
         inputs = chat.processor(text=prompt, audio=samples)
+        budget = min(cfg.max_new_tokens, transcript_budget(len(samples) / SAMPLE_RATE))  # a looping model stops early
         events: queue.SimpleQueue = queue.SimpleQueue()
-        job = Job(inputs, cfg, events.put)
+        job = Job(inputs, replace(cfg, max_new_tokens=budget), events.put)
         submit(job, wait=WINDOW_WAIT_SECONDS)
         parts = []
         while True:
