@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 from train_data import base_config, make_beep_world, make_tokenizer_dir
 
-from auralm.eval.voice_knowledge import first_sentences, main, score
+from auralm.eval.voice_knowledge import first_sentences, main, numeric_accuracy, score
 from auralm.processor import Processor
 from auralm.train.config import TrainConfig
 from auralm.train.recipes import build_model
@@ -21,6 +21,11 @@ def test_score_exact_and_chrf():
     assert same["exact"] == 100.0 and same["chrf"] > 99.9
     half = score(refs, ["paris, is the capital of france!", "It is cold."])
     assert half["exact"] == 50.0 and half["chrf"] < same["chrf"]
+
+
+def test_numeric_accuracy_takes_the_last_number():
+    rows = [{"answer": "42"}, {"answer": "7"}, {"answer": "3"}]
+    assert numeric_accuracy(rows, ["Six times seven is 42.", "It is 8.", "3 minus 0 is 3"]) == 200.0 / 3
 
 
 def test_first_sentences_keeps_two_and_ends_them():
@@ -48,7 +53,11 @@ def test_command_answers_every_general_question(tmp_path, capsys):
     out = tmp_path / "vk.json"
     assert main([str(folder), "--llm", str(folder), "--manifest", str(manifest), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert [r["id"] for r in report["rows"]] == ["q0", "q1", "q2"]
+    assert [r["id"] for r in report["rows"]] == ["q0", "q1", "q2", "arith"]
+    assert report["scores"]["numeric"]["rows"] == 1 and report["rows"][-1]["reference"] == "4"
+    hit = float(numeric_accuracy([{"answer": "4"}], [report["rows"][-1]["answer"]]))
+    assert report["scores"]["numeric"]["spoken_accuracy"] == hit
     assert report["scores"]["rows"] == 3 and 0.0 <= report["scores"]["chrf"] <= 100.0
-    assert "3 spoken general questions" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "3 spoken general questions" in printed and "1 questions with a numeric answer" in printed
     assert main([str(folder), "--llm", str(folder), "--manifest", str(tmp_path / "missing.jsonl")]) == 2

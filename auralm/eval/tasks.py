@@ -225,15 +225,15 @@ def score_accuracy(task: Task, records: list[dict], answers: list[str]) -> Score
     return Scores(values, "accuracy", higher_is_better=True)
 
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _TRAILING = re.compile(r"[\s.!?,;:]+$")
 
 
 def answers_match(reference: str, answer: str) -> bool:
     """A chat answer is right when, for a numeric reference, the last number it states is that number, and
     otherwise when it equals the reference up to case, surrounding whitespace and final punctuation."""
-    if _NUMBER.fullmatch(reference.strip()):
-        numbers = _NUMBER.findall(answer.replace(",", ""))
+    if NUMBER.fullmatch(reference.strip()):
+        numbers = NUMBER.findall(answer.replace(",", ""))
         return bool(numbers) and float(numbers[-1]) == float(reference)
     return _TRAILING.sub("", answer.strip()).casefold() == _TRAILING.sub("", reference.strip()).casefold()
 
@@ -243,8 +243,8 @@ def score_answer_match(task: Task, records: list[dict], answers: list[str]) -> S
     match otherwise (see `answers_match`)."""
     refs = [task.reference(r) for r in records]
     hits = [answers_match(r, a) for r, a in zip(refs, answers)]
-    numeric = [h for r, h in zip(refs, hits) if _NUMBER.fullmatch(r.strip())]
-    text = [h for r, h in zip(refs, hits) if not _NUMBER.fullmatch(r.strip())]
+    numeric = [h for r, h in zip(refs, hits) if NUMBER.fullmatch(r.strip())]
+    text = [h for r, h in zip(refs, hits) if not NUMBER.fullmatch(r.strip())]
     values: dict[str, float | int | None] = {
         "accuracy": 100.0 * sum(hits) / len(hits),
         "number_accuracy": 100.0 * sum(numeric) / len(numeric) if numeric else None,
