@@ -1,13 +1,15 @@
 """Train the embedded demo model the papers' way, in miniature, on the synthetic world:
 
-    python -m auralm.demo.train --world DIR --out runs/demo [--scale 1.0]
+    python -m auralm.demo.train --world DIR --out runs/demo --scale 0.5   # the shipped model, ~100 min on 2 cores
 
 0. base: real Whisper tiny.en encoder + SmolLM2-135M-Instruct + a new projector (`auralm.demo.base`);
    voice-chat questions without answers get the LLM's own answer to their text form (so voice chat keeps the
    LLM's knowledge).
-0b. ctc (optional, `--stages ctc,pretrain,sft,dpo`): the projector alone learns, by CTC on cached encoder frames, to point spoken words at the LLM's own
-   embedding rows of their tokens (`auralm.train.ctc_align`); the LLM-side stages start from that projector.
-1. align (pre-training, natural-language prompts): only the projector and the new token rows learn.
+1. ctc: the projector alone learns, by CTC on cached encoder frames, to point spoken words at the LLM's own
+   embedding rows of their tokens, and sounds at the rows of their names (`auralm.train.ctc_align`); the later
+   stages move it 20x slower than the LoRA so that they keep that alignment.
+   (align, the earlier recipe's first stage, `--stages align,pretrain,sft,dpo`: instead of ctc, only the projector
+   and the new token rows learn by next-token pre-training.)
 2. pretrain (multi-task pre-training): + LoRA on every Linear of the LLM.
 3. sft: conversations in both modes (audio analysis, voice chat) + task records as one-turn chats, LoRA.
 4. dpo: preference pairs, LoRA, the SFT model as the frozen reference.
@@ -127,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--world", required=True, type=Path, help="a synthetic world made by `auralm synth --preset demo`")
     ap.add_argument("--out", default=Path("runs/demo"), type=Path)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
-    ap.add_argument("--stages", default="align,pretrain,sft,dpo",
-                    help="stages in order; 'ctc,pretrain,sft,dpo' is the speech-first variant (see the README)")
+    ap.add_argument("--stages", default="ctc,pretrain,sft,dpo",
+                    help="stages in order (default: the shipped recipe); 'align,pretrain,sft,dpo' is the earlier "
+                         "recipe without CTC alignment (see the README)")
     ap.add_argument("--no-pack", action="store_true")
     ap.add_argument("--no-llm-answers", action="store_true", help="leave out voice-chat questions that have no answer")
     args = ap.parse_args(argv)
@@ -172,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         steps = {n: int(next(o for o in ov if o.startswith("steps=")).split("=")[1]) for n, ov in stages}
         meta = {"trained_stages": (["ctc"] if "ctc" in wanted else []) + [n for n, _ in stages], "stage_steps": steps,
                 "train_seconds": round(time.time() - t0), "prompts": CHAT_PROMPTS}
+        if "ctc" in wanted:
+            ctc = json.loads((run / "ctc" / "final" / "ctc_align.json").read_text())
+            meta["ctc"] = {k: ctc[k] for k in ("clips", "steps", "dev_wer", "dev_sound_wer") if k in ctc}
         info = pack(run / last / "final", adapters, meta)
         print(f"packed: {info}")
     return 0
