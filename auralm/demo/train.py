@@ -75,7 +75,7 @@ def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float) -> Pat
         return final
     model, processor = AudioLM.from_pretrained(base), Processor.from_pretrained(base)
     # Speech and sound clips (so that the aligned projector also names sounds); at scale 0.5, 12,000 of the 26,400
-    # (encoding runs at ~12 clips/s on this machine).
+    # (encoding them ran at ~35 clips/s on this 2-core machine).
     cfg = AlignConfig(max_clips=max(200, round(24000 * scale)), epochs=5, sounds=True)
     train_utts = spoken_utterances(data["train"], processor.tokenizer, cfg.max_clips, cfg.seed, sounds=True)
     dev_utts = spoken_utterances(data["dev"], processor.tokenizer, sounds=True)

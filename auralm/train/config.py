@@ -26,6 +26,7 @@ from auralm.config import ConfigError
 
 # Qwen-Audio's stages (fact sheet section 6): pre-training trains the encoder with the LLM frozen, SFT trains the
 # LLM with the encoder frozen. DPO adjusts the LLM's answers only.
+PARTS = ("encoder", "projector", "llm")  # the model parts a stage freezes, trains or adapts
 STAGE_DEFAULTS = {
     "pretrain": {"encoder": "train", "projector": "train", "llm": "freeze"},
     "sft": {"encoder": "freeze", "projector": "train", "llm": "train"},
@@ -209,7 +210,7 @@ class TrainConfig:
     def part_modes(self) -> dict[str, str]:
         """The mode of each part after applying the recipe's stage defaults."""
         defaults = STAGE_DEFAULTS[self.recipe]
-        return {p: getattr(self.parts, p) or defaults[p] for p in ("encoder", "projector", "llm")}
+        return {p: getattr(self.parts, p) or defaults[p] for p in PARTS}
 
     def validate(self) -> None:
         """Check values and files; raises TrainConfigError naming the key. Reads no data and builds no model."""
@@ -264,7 +265,7 @@ class TrainConfig:
                 raise TrainConfigError(f"lora.dropout must be in [0, 1), got {self.lora.dropout}")
         o = self.optim
         for part, scale in o.part_lr_scale.items():
-            if part not in ("encoder", "projector", "llm"):
+            if part not in PARTS:
                 raise TrainConfigError(f"optim.part_lr_scale: unknown part {part!r}; expected encoder, projector or llm")
             _positive(scale, f"optim.part_lr_scale.{part}", allow_zero=True)
         _positive(o.lr, "optim.lr")
