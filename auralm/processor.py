@@ -18,15 +18,12 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from auralm.audio import SAMPLE_RATE, load_audio, log_mel_batch
+from auralm.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, load_audio, log_mel_batch
 from auralm.audio.chunking import split_audio
-from auralm.model.encoder import num_audio_tokens
+from auralm.audio.features import N_FFT
+from auralm.audio.geometry import CHUNK_SECONDS, HOP_LENGTH, N_FRAMES, N_SAMPLES, num_audio_tokens
 from auralm.text.chat import DEFAULT_CHAT_TEMPLATE, audio_items, read_chat_template, render_chat
-
-AUDIO_TOKEN = "<|AUDIO|>"
-AUDIO_BOS_TOKEN = "<|audio_bos|>"
-AUDIO_EOS_TOKEN = "<|audio_eos|>"
-DEFAULT_MAX_AUDIO_SECONDS = 20 * 60.0
+from auralm.text.tokens import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_TOKEN
 
 
 class ProcessorOutput(dict):
@@ -46,7 +43,7 @@ class Processor:
     def __init__(
         self, tokenizer: Tokenizer, n_mels: int = 128, chat_template: str | None = None,
         pad_token: str = "<|endoftext|>", eos_tokens: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>"),
-        padding_side: str = "left", max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+        padding_side: str = "left", max_audio_seconds: float = DEFAULT_MAX_SECONDS,
     ):
         self.tokenizer = tokenizer
         self.n_mels = n_mels
@@ -108,8 +105,8 @@ class Processor:
         (folder / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2))
         fe_cfg = {
             "feature_extractor_type": "WhisperFeatureExtractor", "feature_size": self.n_mels,
-            "sampling_rate": SAMPLE_RATE, "n_fft": 400, "hop_length": 160, "chunk_length": 30,
-            "n_samples": 480000, "nb_max_frames": 3000, "padding_side": "right", "padding_value": 0.0,
+            "sampling_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH, "chunk_length": CHUNK_SECONDS,
+            "n_samples": N_SAMPLES, "nb_max_frames": N_FRAMES, "padding_side": "right", "padding_value": 0.0,
             "return_attention_mask": True, "processor_class": "Qwen2AudioProcessor",
         }
         (folder / "preprocessor_config.json").write_text(json.dumps(fe_cfg, indent=2))

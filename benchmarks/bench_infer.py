@@ -100,7 +100,7 @@ def run_side(side: str, folder: str, opts: dict, out: mp.Queue) -> None:
     """Every measurement of one implementation, in its own process (so peak memory is its own)."""
     torch.set_num_threads(opts["threads"])
     from auralm.audio import log_mel_batch
-    from auralm.model.encoder import num_audio_tokens
+    from auralm.audio.geometry import num_audio_tokens
 
     if side == "transformers":
         from transformers import Qwen2AudioForConditionalGeneration, WhisperFeatureExtractor

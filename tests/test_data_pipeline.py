@@ -8,13 +8,13 @@ import soundfile as sf
 import torch
 from train_data import CHAT_TEMPLATE, QUESTION, answer, make_beep_world, make_tokenizer_dir
 
+from auralm.audio.geometry import num_audio_tokens
 from auralm.config import preset
 from auralm.data.collate import IGNORE_INDEX, Collator, EncodedPair
 from auralm.data.dataset import DataError, TrainingDataset, chat_example, load_examples
 from auralm.data.sampler import BatchPlan, Group, RankBatchSampler, mix, pack
 from auralm.data.specaug import SpecAugment
 from auralm.model.audiolm import AudioLM
-from auralm.model.encoder import num_audio_tokens
 from auralm.processor import Processor
 from auralm.text.chat import render_chat
 from auralm.train.objective import TrainModule

@@ -9,10 +9,11 @@ import pytest
 from auralm.data.manifest import validate_record
 from auralm.synth import derived, tasks
 from auralm.text import formats
-from auralm.text.formats import AUDIO_PLACEHOLDER, ENDOFTEXT, IM_END, FormatError, Rendered, render
+from auralm.text.formats import ENDOFTEXT, IM_END, FormatError, Rendered, render
+from auralm.text.tokens import AUDIO_PLACEHOLDER, AUDIO_TOKEN, AUDIO_TOKENS
 
 SPECIAL = re.compile(r"<\|[^|]*\|>")
-KNOWN = set(formats.TAG_TOKENS) | set(formats.AUDIO_TOKENS) | {ENDOFTEXT, formats.IM_START, IM_END}
+KNOWN = set(formats.TAG_TOKENS) | set(AUDIO_TOKENS) | {ENDOFTEXT, formats.IM_START, IM_END}
 
 
 def make_record(task: str, seed: int) -> dict:
@@ -71,7 +72,7 @@ def test_every_task_renders_with_the_right_target(records, task, style):
         r = render(record, style)
         stop = IM_END if style == "chatml" else ENDOFTEXT
         assert r.target.endswith(stop) and r.answer + stop == r.target
-        assert r.prompt.count(formats.AUDIO_TOKENS[1]) == 1
+        assert r.prompt.count(AUDIO_TOKEN) == 1
         if style != "chatml":
             assert r.prompt.startswith(AUDIO_PLACEHOLDER)
         else:

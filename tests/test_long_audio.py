@@ -15,8 +15,8 @@ from tiny_hf import build_hf_checkpoint
 from auralm import load
 from auralm.audio import load_audio
 from auralm.audio.chunking import plan_windows
+from auralm.audio.geometry import num_audio_tokens
 from auralm.infer.transcribe import seam_overlap, stitch, transcribe_windows
-from auralm.model.encoder import num_audio_tokens
 
 SR = 16000
 PASSAGES = [

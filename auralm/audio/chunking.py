@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16000
-WINDOW_SECONDS = 30.0
+from auralm.audio.geometry import CHUNK_SECONDS, SAMPLE_RATE
+
+WINDOW_SECONDS = float(CHUNK_SECONDS)  # the longest window: what the encoder takes at once
 
 
 @dataclass(frozen=True)

@@ -20,27 +20,14 @@ import functools
 import numpy as np
 import torch
 
-SAMPLE_RATE = 16000  # Hz; the rate every Whisper-style encoder is trained on
+from auralm.audio.geometry import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, num_frames
+
 N_FFT = 400  # 25 ms analysis window at 16 kHz
-HOP_LENGTH = 160  # 10 ms between frames at 16 kHz
-CHUNK_SECONDS = 30  # the reference's fixed input length
-N_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE  # 480000 samples in a 30 s chunk
-N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 frames in a 30 s chunk
 N_FREQS = N_FFT // 2 + 1  # 201 one-sided STFT bins
 SUPPORTED_N_MELS = (80, 128)  # Whisper large-v3 / Qwen2-Audio use 128, the older Whisper models 80
 LOG_FLOOR = 1e-10  # mel power floor before log10, i.e. -10 in log10 units
 DYNAMIC_RANGE = 8.0  # log10 units (80 dB) kept below each clip's loudest value
 _STFT_REACH = N_FFT // 2  # a centred frame t sees samples [t*HOP - 200, t*HOP + 200)
-
-
-def num_frames(n_samples: int) -> int:
-    """Number of valid mel frames for a clip of `n_samples` samples: ceil(n_samples / HOP_LENGTH).
-
-    Not capped: callers following the 30 s reference layout cap it at N_FRAMES themselves.
-    """
-    if n_samples < 0:
-        raise ValueError(f"n_samples must be >= 0, got {n_samples}")
-    return -(-n_samples // HOP_LENGTH)
 
 
 def _hz_to_mel(freq: np.ndarray) -> np.ndarray:

@@ -21,11 +21,14 @@ import soundfile as sf
 import soxr
 import torch
 
-from auralm.audio.features import SAMPLE_RATE
+from auralm.audio.geometry import SAMPLE_RATE
 
 AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | tuple
 
-DEFAULT_MAX_SECONDS = 1200.0  # 20 minutes
+# The library's one bound on an audio input (load_audio, the processor, `auralm transcribe`): 20 minutes. A chat
+# prompt holds every window's embeddings at once (25 tokens/s, so 30,000 tokens); the server and the training data
+# set their own, smaller bounds (auralm.serve.settings, auralm.train.config) for the reasons written there.
+DEFAULT_MAX_SECONDS = 1200.0
 RESAMPLE_QUALITY = "HQ"  # soxr's high-quality preset (its default for one-shot resampling)
 _BLOCK_FRAMES = 1 << 16  # frames per soundfile read: ~1.4 s at 48 kHz, a few MB even for many channels
 _MAX_CHANNELS = 64  # an array's smaller axis above this is not a plausible channel axis

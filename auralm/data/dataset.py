@@ -29,17 +29,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from auralm.audio import SAMPLE_RATE, audio_duration
+from auralm.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, audio_duration, num_audio_tokens
 from auralm.data.collate import IGNORE_INDEX, Encoded, EncodedPair
-from auralm.data.manifest import AUDIO_MARKER, load_manifest
+from auralm.data.manifest import load_manifest
 from auralm.data.sampler import Group
 from auralm.data.specaug import SpecAugment
-from auralm.model.encoder import num_audio_tokens
-from auralm.processor import AUDIO_TOKEN, Processor
+from auralm.processor import Processor
 from auralm.text.chat import render_chat
-
-IM_END = "<|im_end|>"  # ends every ChatML turn; part of the loss after an assistant turn
-WINDOW_FRAMES = 3000  # mel frames of one 30 s encoder window
+from auralm.text.formats import IM_END  # ends every ChatML turn; part of the loss after an assistant turn
+from auralm.text.tokens import AUDIO_MARKER, AUDIO_TOKEN
 
 
 class DataError(ValueError):
@@ -371,6 +369,6 @@ def hash_seed(*parts: int) -> int:
 
 def _audio_tokens_estimate(n_samples: float) -> int:
     """Audio tokens of a clip of `n_samples`, windows of 30 s included (exact for clips up to 30 s)."""
-    frames = math.ceil(n_samples / (SAMPLE_RATE // 100))
-    full, rest = divmod(frames, WINDOW_FRAMES)
-    return full * num_audio_tokens(WINDOW_FRAMES) + (num_audio_tokens(rest) if rest else 0)
+    frames = math.ceil(n_samples / HOP_LENGTH)
+    full, rest = divmod(frames, N_FRAMES)  # whole 30 s windows and the last one's frames
+    return full * num_audio_tokens(N_FRAMES) + (num_audio_tokens(rest) if rest else 0)

@@ -35,7 +35,8 @@ import json
 import os
 from pathlib import Path
 
-AUDIO_MARKER = "<audio>"
+from auralm.text.tokens import AUDIO_MARKER
+
 ROLES = ("system", "user", "assistant")
 _NUMBER = (int, float)
 _OPT_STR = (str, type(None))

@@ -21,7 +21,8 @@ from auralm.config import AudioLMConfig
 from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
 from auralm.text.chat import DEFAULT_CHAT_TEMPLATE
-from auralm.text.formats import AUDIO_TOKENS, TAG_TOKENS
+from auralm.text.formats import TAG_TOKENS
+from auralm.text.tokens import AUDIO_TOKENS
 
 BASE_ASSETS = (assets.WHISPER_TINY_EN_CT2, assets.SMOLLM2_135M_INSTRUCT_GGUF)
 

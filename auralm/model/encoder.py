@@ -6,7 +6,8 @@ log-mel (B, M, F) -> conv k3 -> GELU -> conv k3 stride 2 -> GELU -> + learned po
 Unlike the reference, which only accepts exactly 3000 mel frames (30 s), this encoder runs on any length up to the
 position table, so a 3 s clip costs 3 s of work. Padded frames are masked as keys, exactly as the reference masks
 them, so the outputs on valid frames are the same (given features whose padding holds the reference's values, see
-`auralm.audio.features`). Parameter names equal the Hugging Face checkpoint's `audio_tower.*` names.
+`auralm.audio.features`). Parameter names equal the Hugging Face checkpoint's `audio_tower.*` names. The valid
+output counts are `auralm.audio.geometry`'s formulas, which the processor and the datasets count tokens with.
 """
 
 from __future__ import annotations
@@ -15,23 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from auralm.audio.geometry import conv_output_lengths, num_audio_tokens
 from auralm.config import EncoderConfig
 from auralm.model.layers import attention
-
-
-def conv_output_lengths(frame_lengths: torch.Tensor) -> torch.Tensor:
-    """Valid frames after the stride-2 conv: L1 = (L - 1) // 2 + 1."""
-    return (frame_lengths - 1) // 2 + 1
-
-
-def audio_output_lengths(frame_lengths: torch.Tensor) -> torch.Tensor:
-    """Audio embeddings (= `<|AUDIO|>` tokens) for clips of `frame_lengths` mel frames: N = (L1 - 2) // 2 + 1."""
-    return (conv_output_lengths(frame_lengths) - 2) // 2 + 1
-
-
-def num_audio_tokens(n_frames: int) -> int:
-    """Integer form of `audio_output_lengths` for one clip (1 s = 100 frames -> 25 tokens; 30 s -> 750)."""
-    return ((n_frames - 1) // 2 + 1 - 2) // 2 + 1
 
 
 class EncoderAttention(nn.Module):
@@ -114,4 +101,4 @@ class AudioEncoder(nn.Module):
         x = self.run_blocks(features, frame_lengths)  # (B, A, D)
         # Pool pairs of frames (40 ms each), then normalise: Qwen2-Audio moves Whisper's final norm after the pool.
         x = F.avg_pool1d(x.transpose(1, 2), kernel_size=2, stride=2).transpose(1, 2)  # (B, A // 2, D)
-        return self.layer_norm(x), audio_output_lengths(frame_lengths.to(x.device))
+        return self.layer_norm(x), num_audio_tokens(frame_lengths.to(x.device))

@@ -17,6 +17,8 @@ from typing import Any
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from auralm.text.tokens import AUDIO_PLACEHOLDER
+
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 # Written for auralm; renders the same strings as the reference processor's built-in template.
@@ -32,7 +34,7 @@ DEFAULT_CHAT_TEMPLATE = (
     "{%- for item in message.content -%}\n"
     "{%- if item.type == 'audio' or 'audio' in item or 'audio_url' in item -%}\n"
     "{%- set n.audio = n.audio + 1 -%}\n"
-    "Audio {{ n.audio }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "Audio {{ n.audio }}: " + AUDIO_PLACEHOLDER + "\n"
     "{% elif 'text' in item -%}\n"
     "{{ item.text }}\n"
     "{%- endif -%}\n"

@@ -25,10 +25,8 @@ attributes use `<|keyword|>...<|speaker_meta|>`; voice chat and mixed audio in t
 import dataclasses
 import re
 
-from auralm.data.manifest import AUDIO_MARKER
+from auralm.text.tokens import AUDIO_MARKER, AUDIO_PLACEHOLDER
 
-AUDIO_TOKENS = ("<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>")
-AUDIO_PLACEHOLDER = "".join(AUDIO_TOKENS)
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 DEFAULT_SYSTEM = "You are a helpful assistant."
 STYLES = ("tags", "nl", "chatml")
