@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from auralm import __version__
+from auralm.version import __version__
 
 # Commands that live with their subsystem: each module has add_parser(subparsers) and run(args) -> int.
 # The value is the extra that provides the module's dependencies.
 SUBSYSTEM_COMMANDS = {
     "auralm.synth.cli": None, "auralm.train.cli": "train", "auralm.eval.cli": "eval", "auralm.serve.cli": "serve",
-    "auralm.demo_cli": None,
+    "auralm.demo.cli": None,
 }
 
 EXIT_USAGE, EXIT_ERROR = 2, 1

@@ -65,11 +65,12 @@ def prompt_ids(n_audio: int, audio_id: int, batch: int) -> tuple[torch.Tensor, t
     return ids, torch.ones_like(ids)
 
 
-def decode_step_time(side: str, model, inp: dict, n: int) -> float:
+def decode_step_time(side: str, model, inp: dict, n: int, step_fn=None) -> float:
     """Seconds per decode step: the time between the first and the last new token, over the steps between them.
 
     Both sides report each new token as it is chosen (transformers through a streamer, auralm through its token
     generator), so the prefill (audio encoder included) is left out exactly instead of by subtracting two noisy runs.
+    `step_fn`: auralm's compiled decode step, if measured.
     """
     stamps: list[float] = []
     if side == "transformers":
@@ -90,7 +91,7 @@ def decode_step_time(side: str, model, inp: dict, n: int) -> float:
         from auralm.infer.generate import stream_tokens
         from auralm.infer.sampling import GenerationConfig
 
-        for _ in stream_tokens(model, inp, GenerationConfig(max_new_tokens=n, min_new_tokens=n)):
+        for _ in stream_tokens(model, inp, GenerationConfig(max_new_tokens=n, min_new_tokens=n), step_fn):
             stamps.append(time.perf_counter())
     assert len(stamps) == n, (side, len(stamps), n)
     return (stamps[-1] - stamps[0]) / (n - 1)
@@ -151,13 +152,13 @@ def run_side(side: str, folder: str, opts: dict, out: mp.Queue) -> None:
         # batch shape is reported apart.
         from auralm.infer.compiled import compile_decode
 
-        compile_decode(model)
+        step = compile_decode(model)
         for batch in (1, 8):
             inp = inputs_for(5, batch)
             t0 = time.perf_counter()
-            decode_step_time(side, model, inp, 3)
+            decode_step_time(side, model, inp, 3, step)
             res[f"compile s, batch {batch}"] = time.perf_counter() - t0
-            step_times = [decode_step_time(side, model, inp, n) for _ in range(opts["repeats"])]
+            step_times = [decode_step_time(side, model, inp, n, step) for _ in range(opts["repeats"])]
             res[f"decode step, batch {batch}, compiled"] = statistics.median(step_times)
         res["peak memory MB, compiled"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_loaded) / 1024
     out.put((side, res))

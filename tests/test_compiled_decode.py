@@ -29,7 +29,8 @@ def setup(tmp_path_factory):
 
 def test_compiled_equals_eager_for_a_padded_batch_whose_rows_stop_apart(setup):
     folder, proc, texts = setup
-    eager, compiled = AudioLM.from_pretrained(folder), compile_decode(AudioLM.from_pretrained(folder))
+    eager, compiled = AudioLM.from_pretrained(folder), AudioLM.from_pretrained(folder)
+    step = compile_decode(compiled)
     weights = {k: v.clone() for k, v in compiled.state_dict().items()}
     inputs = proc(text=texts, audio=CLIPS)  # left-padded: every row has a different prompt length
     free = generate(eager, inputs, GenerationConfig(max_new_tokens=12))
@@ -37,11 +38,11 @@ def test_compiled_equals_eager_for_a_padded_batch_whose_rows_stop_apart(setup):
     stop = int(free[0, -12 + 3])
     cfg = GenerationConfig(max_new_tokens=12, stop_token_ids=(stop,))
     expected = generate(eager, inputs, cfg)
-    got = generate(compiled, inputs, cfg)
+    got = generate(compiled, inputs, cfg, step_fn=step)
     assert torch.equal(got, expected)
     assert (got[:, -12:] == stop).any(1)[0]
     # A single row takes its own (batch of one) graph.
-    alone = generate(compiled, proc(text=texts[2], audio=CLIPS[2]), GenerationConfig(max_new_tokens=12))
+    alone = generate(compiled, proc(text=texts[2], audio=CLIPS[2]), GenerationConfig(max_new_tokens=12), step_fn=step)
     assert torch.equal(alone[0, -12:], free[2, -12:])
     # Frozen weights are copies for the graph; the model's own weights are untouched.
     assert all(torch.equal(weights[k], v) for k, v in compiled.state_dict().items())

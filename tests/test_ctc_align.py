@@ -14,7 +14,7 @@ from tiny_hf import build_hf_checkpoint, build_tokenizer
 from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
 from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
-from auralm.train.ctc_align import SOUND, AlignConfig, align_projector, heard_text, spoken_utterances
+from auralm.demo.ctc_align import SOUND, AlignConfig, align_projector, heard_text, spoken_utterances
 
 WORDS = ("is", "the", "into", "audio")
 TOKENIZER = build_tokenizer()

@@ -154,3 +154,29 @@ def test_text_deltas_never_split_a_character(model_proc):
     pieces = [deltas.push(i) for i in ids] + [deltas.flush()]
     assert all("\ufffd" not in p for p in pieces)
     assert "".join(pieces) == "你好世界。语音识别 ok"
+
+
+def test_generate_stops_on_the_folder_generation_config_and_saves_it_back(folder, model_proc, tmp_path):
+    """`AudioLM.from_pretrained` keeps the folder's generation_config.json for `.generate` and `.save_pretrained`."""
+    import json
+    import shutil
+
+    _, proc = model_proc
+    inputs = proc(text=chat_texts(proc)[:1], audio=CLIPS[:1])
+    free = AudioLM.from_pretrained(folder).generate(**inputs, max_new_tokens=8, eos_token_id=[])[0, -8:].tolist()
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    defaults = {"eos_token_id": free[3], "pad_token_id": 0}
+    (copy / "generation_config.json").write_text(json.dumps(defaults))
+    model = AudioLM.from_pretrained(copy)
+    new = model.generate(**inputs, max_new_tokens=8)[0, inputs["input_ids"].shape[1]:].tolist()
+    assert new == free[: free.index(free[3]) + 1]
+    model.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "generation_config.json").read_text()) == defaults
+
+
+def test_generate_rejects_a_misspelt_keyword(model_proc):
+    model, proc = model_proc
+    inputs = proc(text=chat_texts(proc)[:1], audio=CLIPS[:1])
+    with pytest.raises(TypeError, match="max_new_token"):
+        model.generate(**inputs, max_new_token=4)

@@ -3,7 +3,8 @@
 Loading builds the model on the meta device and assigns the tensors read from the files, so weights are never
 materialised twice. Both key layouts are read: the released one (`audio_tower.*`, `language_model.model.*`, ...,
 what vLLM loads and what transformers writes) and transformers 5's in-memory one (`model.audio_tower.*`, ...).
-Saving writes the released layout. Only safetensors are read: nothing is unpickled.
+Saving writes the released layout. Only safetensors are read: nothing is unpickled. A folder's
+generation_config.json (its stop and pad ids) is read and written beside the weights, never stored on the model.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from auralm.config import AudioLMConfig, ConfigError
+from auralm.model.audiolm import AudioLM
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -61,10 +63,10 @@ def checkpoint_files(folder: Path) -> list[Path]:
     raise FileNotFoundError(f"{folder} has no {SINGLE_NAME} or {INDEX_NAME}")
 
 
-def load_audiolm(folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
+def load_audiolm(
+    folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> AudioLM:
     """Build an `AudioLM` from a Hugging Face Qwen2-Audio folder. dtype=None keeps the stored dtype."""
-    from auralm.model.audiolm import AudioLM
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder {folder} does not exist")
@@ -96,13 +98,12 @@ def load_audiolm(folder: str | Path, dtype: torch.dtype | None = None, device: s
     if tied:
         model.language_model.lm_head.weight = model.language_model.model.embed_tokens.weight
     model.audio_tower.embed_positions.weight.requires_grad_(False)
-    model.generation_defaults = read_generation_defaults(folder)
     return model.eval()
 
 
-def read_generation_defaults(folder: Path) -> dict:
-    """eos/pad ids from generation_config.json, if the folder has one."""
-    path = folder / "generation_config.json"
+def read_generation_defaults(folder: str | Path) -> dict:
+    """eos/pad ids from generation_config.json, if the folder has one (transformers' defaults for `generate`)."""
+    path = Path(folder) / "generation_config.json"
     if not path.is_file():
         return {}
     try:
@@ -112,8 +113,12 @@ def read_generation_defaults(folder: Path) -> dict:
     return {k: gen[k] for k in ("eos_token_id", "pad_token_id") if gen.get(k) is not None}
 
 
-def save_audiolm(model, folder: str | Path, max_shard_bytes: int = 4 * 1024**3) -> None:
-    """Write config.json and safetensors in the released layout; files appear atomically (temp + rename)."""
+def save_audiolm(
+    model: AudioLM, folder: str | Path, max_shard_bytes: int = 4 * 1024**3, generation_defaults: dict | None = None,
+) -> None:
+    """Write config.json and safetensors in the released layout, and generation_config.json when
+    `generation_defaults` (eos/pad ids, as `read_generation_defaults` returns them) are given; files appear
+    atomically (temp + rename)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -145,8 +150,8 @@ def save_audiolm(model, folder: str | Path, max_shard_bytes: int = 4 * 1024**3) 
     hf = model.cfg.to_hf()
     hf["torch_dtype"] = str(model.dtype).removeprefix("torch.")
     _atomic_write_text(folder / "config.json", json.dumps(hf, indent=2))
-    if model.generation_defaults:
-        _atomic_write_text(folder / "generation_config.json", json.dumps(model.generation_defaults, indent=2))
+    if generation_defaults:
+        _atomic_write_text(folder / "generation_config.json", json.dumps(generation_defaults, indent=2))
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:

@@ -16,6 +16,7 @@ import torch
 from auralm.checkpoint import assets
 from auralm.checkpoint.ctranslate2 import whisper_from_ctranslate2
 from auralm.checkpoint.gguf import gguf_to_qwen2
+from auralm.checkpoint.hf import save_audiolm
 from auralm.checkpoint.whisper import encoder_config_from_hf_whisper, hf_whisper_to_audio_tower
 from auralm.config import AudioLMConfig
 from auralm.model.audiolm import AudioLM
@@ -58,14 +59,18 @@ def build_base(seed: int = 0) -> tuple[AudioLM, Processor]:
     model.audio_tower.embed_positions.weight.requires_grad_(False)
     processor = Processor(tokenizer, n_mels=cfg.encoder.n_mels, chat_template=DEFAULT_CHAT_TEMPLATE,
                           pad_token="<|endoftext|>", eos_tokens=("<|im_end|>", "<|endoftext|>"), padding_side="left")
-    model.generation_defaults = {"eos_token_id": processor.eos_token_ids, "pad_token_id": processor.pad_token_id}
     return model.eval(), processor
+
+
+def generation_defaults(processor: Processor) -> dict:
+    """The generation_config.json of a demo model folder: its processor's stop and pad ids."""
+    return {"eos_token_id": processor.eos_token_ids, "pad_token_id": processor.pad_token_id}
 
 
 def save_base(folder: str | Path, seed: int = 0) -> Path:
     """Write the untrained demo model as a Hugging Face Qwen2-Audio folder."""
     folder = Path(folder)
     model, processor = build_base(seed)
-    model.save_pretrained(folder)
+    save_audiolm(model, folder, generation_defaults=generation_defaults(processor))
     processor.save_pretrained(folder)
     return folder

@@ -11,7 +11,10 @@ import json
 import time
 from pathlib import Path
 
-EXAMPLES_DIR = Path(__file__).parent / "demo" / "examples"
+from auralm.demo.locate import demo_model_dir
+from auralm.infer.api import load
+
+EXAMPLES_DIR = Path(__file__).parent / "examples"
 
 
 def add_parser(sub) -> None:
@@ -22,10 +25,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from auralm.infer.api import load
-
     t0 = time.perf_counter()
-    chat = load(args.model)
+    chat = load(args.model or demo_model_dir())
     examples = json.loads((EXAMPLES_DIR / "examples.json").read_text())
     print(f"model ready in {time.perf_counter() - t0:.1f}s; {len(examples)} examples from held-out voices\n")
     for ex in examples:

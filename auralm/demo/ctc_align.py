@@ -13,7 +13,10 @@ projector that already carries the words.
 The alignment only changes `multi_modal_projector.linear`: the result is an ordinary checkpoint. Its output is
 rescaled so that projected speech frames have the mean norm of the LLM's embedding rows.
 
-    python -m auralm.train.ctc_align --model BASE_DIR --train train.jsonl [--dev dev.jsonl] --out DIR
+It is the first stage of the demo recipe (`auralm.demo.train`): it knows the synthetic world's task records and
+event names.
+
+    python -m auralm.demo.ctc_align --model BASE_DIR --train train.jsonl [--dev dev.jsonl] --out DIR
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
 from auralm.data.feature_cache import EncoderCache, encode_clips, encoder_fingerprint
 from auralm.data.manifest import ManifestError, load_manifest
+from auralm.processor import Processor
+from auralm.synth.signals import EVENT_NAMES
 from auralm.train.optim import build_scheduler
 
 # Which field of a task record holds the words spoken in its clip (mixed clips: a sound, then the question).
@@ -46,8 +52,6 @@ SOUND = "sound"  # the `language` of an utterance whose text names sounds rather
 
 def _sound_words(sound: dict) -> str:
     """Words naming one synthetic sound: its event name repeated per occurrence, or an instrument and its note."""
-    from auralm.synth.signals import EVENT_NAMES
-
     if "instrument" in sound:
         return f"{sound['instrument']} {sound.get('note_name', '')}".strip()
     name = EVENT_NAMES.get(sound["label"], sound["label"].replace("_", " "))
@@ -149,7 +153,7 @@ def greedy_wer(head: CosineCTCHead, feats: list[torch.Tensor], utts: list[Uttera
                tokenizer, language: str = "en") -> float:
     """WER (%) of best-path CTC decoding of the clips in `language` (English speech by default, or SOUND for the
     sound names): how much of the words the projector alone carries."""
-    from auralm.eval.metrics import wer
+    from auralm.eval.metrics import wer  # needs the eval extra; only runs with a dev manifest
 
     refs, hyps = [], []
     for f, u in zip(feats, utts):
@@ -244,11 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ap.add_argument(flag, type=type(value) if value is not None else int, default=value)
     args = ap.parse_args(argv)
-    from auralm.model.audiolm import AudioLM
-    from auralm.processor import Processor
-
     try:
-        model = AudioLM.from_pretrained(args.model)
+        model = load_audiolm(args.model)
         processor = Processor.from_pretrained(args.model)
         cfg = AlignConfig(**{k: getattr(args, k) for k in vars(AlignConfig())})
         train = spoken_utterances(args.train, processor.tokenizer, cfg.max_clips, cfg.seed, cfg.sounds)
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cache = EncoderCache(args.cache_dir or args.out.parent / "encoder_cache", encoder_fingerprint(model))
     metrics = align_projector(model, processor, train, dev, cache, cfg)
-    model.save_pretrained(args.out)
+    save_audiolm(model, args.out, generation_defaults=read_generation_defaults(args.model))
     processor.save_pretrained(args.out)
     (args.out / "ctc_align.json").write_text(json.dumps(metrics, indent=1))
     print(json.dumps(metrics))

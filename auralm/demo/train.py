@@ -6,7 +6,7 @@
    voice-chat questions without answers get the LLM's own answer to their text form (so voice chat keeps the
    LLM's knowledge).
 1. ctc: the projector alone learns, by CTC on cached encoder frames, to point spoken words at the LLM's own
-   embedding rows of their tokens, and sounds at the rows of their names (`auralm.train.ctc_align`); the later
+   embedding rows of their tokens, and sounds at the rows of their names (`auralm.demo.ctc_align`); the later
    stages move it 20x slower than the LoRA so that they keep that alignment.
    (align, the earlier recipe's first stage, `--stages align,pretrain,sft,dpo`: instead of ctc, only the projector
    and the new token rows learn by next-token pre-training.)
@@ -28,12 +28,15 @@ from pathlib import Path
 
 import torch
 
+from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
+from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
 from auralm.demo.base import save_base
+from auralm.demo.ctc_align import AlignConfig, align_projector, spoken_utterances
 from auralm.demo.package import pack
 from auralm.eval.voice_knowledge import llm_answers
 from auralm.infer.api import AudioChat
+from auralm.processor import Processor
 from auralm.train.config import load_config
-from auralm.train.ctc_align import AlignConfig, align_projector, spoken_utterances
 from auralm.train.recipes import train
 
 # The demo model is tuned on ChatML (SFT), so transcription asks in a chat turn (auralm.json of the folder).
@@ -66,14 +69,10 @@ def fill_answers(base_dir: Path, manifest: Path, out: Path, batch: int = 16, ans
 
 def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float) -> Path:
     """Align the base model's projector by CTC (skipped once `run/ctc/final` exists); returns its folder."""
-    from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
-    from auralm.model.audiolm import AudioLM
-    from auralm.processor import Processor
-
     final = run / "ctc" / "final"
     if (final / "config.json").is_file():
         return final
-    model, processor = AudioLM.from_pretrained(base), Processor.from_pretrained(base)
+    model, processor = load_audiolm(base), Processor.from_pretrained(base)
     # Speech and sound clips (so that the aligned projector also names sounds); at scale 0.5, 12,000 of the 26,400
     # (encoding them ran at ~35 clips/s on this 2-core machine).
     cfg = AlignConfig(max_clips=max(200, round(24000 * scale)), epochs=5, sounds=True)
@@ -83,7 +82,7 @@ def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float) -> Pat
     cache = EncoderCache(run / "encoder_cache", encoder_fingerprint(model))
     metrics = align_projector(model, processor, train_utts, dev_utts, cache, cfg)
     tmp = final.with_name("final.tmp")
-    model.save_pretrained(tmp)
+    save_audiolm(model, tmp, generation_defaults=read_generation_defaults(base))
     processor.save_pretrained(tmp)
     (tmp / "ctc_align.json").write_text(json.dumps(metrics, indent=1))
     tmp.replace(final)
@@ -142,8 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     base = run / "base"
     if not (base / "config.json").is_file():
         save_base(base)
-    from auralm.processor import Processor
-
     n_base_rows = Processor.from_pretrained(base).tokenizer.get_vocab_size(with_added_tokens=False)
     world = args.world.resolve()
     data = {"train": run / "train.jsonl", "dev": run / "dev.jsonl"}

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from auralm.checkpoint.hf import load_audiolm
 from auralm.data.collate import Collator
 from auralm.data.dataset import TrainingDataset, load_examples
 from auralm.data.manifest import load_manifest
-from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
 from auralm.train.objective import TrainModule
 
@@ -30,7 +30,7 @@ def preference_margins(model_dir: str | Path, manifest: str | Path, limit: int |
                        batch_size: int = 8) -> list[tuple[str, float]]:
     """(kind, margin in nats) of each preference row of the manifest, in order (the first `limit` rows)."""
     processor = Processor.from_pretrained(model_dir)
-    model = AudioLM.from_pretrained(model_dir).eval()
+    model = load_audiolm(model_dir)
     examples, _ = load_examples(manifest, "dpo", "nl", processor.chat_template)
     kinds = {r["id"]: r.get("kind", "all") for r in load_manifest(manifest)[0] if r["task"] == "preference"}
     examples = examples[:limit]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from auralm.eval.suites import PUBLISHED
+from auralm.version import __version__
 
 
 class ReportError(ValueError):
@@ -30,8 +31,6 @@ class ReportError(ValueError):
 
 def build_report(results: Sequence[Any], config: dict) -> dict:
     """The report of a run from the runner's TaskResults and the run's configuration."""
-    from auralm import __version__
-
     return {
         "auralm_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from auralm.audio import SAMPLE_RATE, AudioError
-from auralm.infer.engine import DecodeBatch
+from auralm.checkpoint.hf import load_audiolm
+from auralm.infer.engine import DecodeBatch, DecodeStep
 from auralm.infer.generate import TextDeltas
+from auralm.infer.registry import default_model_dir
 from auralm.infer.sampling import GenerationConfig
 from auralm.infer.transcribe import Transcript, transcribe_windows
 from auralm.model.audiolm import AudioLM
@@ -70,18 +72,22 @@ def transcript_budget(seconds: float, timestamps: bool = False) -> int:
 class AudioChat:
     """A loaded model + processor with the defaults of how to talk to it."""
 
-    def __init__(self, model: AudioLM, processor: Processor, options: dict[str, Any] | None = None):
+    def __init__(
+        self, model: AudioLM, processor: Processor, options: dict[str, Any] | None = None,
+        step_fn: DecodeStep | None = None,
+    ):
         self.model = model
         self.processor = processor
         self.options = options or {}
         self.defaults = GenerationConfig(max_new_tokens=256, stop_token_ids=tuple(processor.eos_token_ids))
+        self.step_fn = step_fn  # the model's compiled decode step (`load(compile=True)`), used by every decode loop
 
     @classmethod
     def from_folder(cls, folder: str | Path, dtype: torch.dtype | None = None) -> AudioChat:
         folder = Path(folder)
         options_path = folder / "auralm.json"
         options = json.loads(options_path.read_text()) if options_path.is_file() else {}
-        return cls(AudioLM.from_pretrained(folder, dtype=dtype), Processor.from_pretrained(folder), options)
+        return cls(load_audiolm(folder, dtype=dtype), Processor.from_pretrained(folder), options)
 
     # ---- building prompts ------------------------------------------------------------------------------
     def conversation(self, messages: str | list[dict[str, Any]], audio: Any = None) -> list[dict[str, Any]]:
@@ -130,7 +136,7 @@ class AudioChat:
         self, inputs: dict[str, torch.Tensor], cfg: GenerationConfig, skip_special_tokens: bool = True
     ) -> list[str]:
         B = inputs["input_ids"].shape[0]
-        batch = DecodeBatch.prefill(self.model, inputs, [cfg] * B)
+        batch = DecodeBatch.prefill(self.model, inputs, [cfg] * B, step_fn=self.step_fn)
         answers: dict[int, list[int]] = {}
         while True:
             for row in batch.drop_finished():
@@ -145,7 +151,7 @@ class AudioChat:
         ]
 
     def _stream_inputs(self, inputs: dict[str, torch.Tensor], cfg: GenerationConfig) -> Iterator[str]:
-        batch = DecodeBatch.prefill(self.model, inputs, [cfg])
+        batch = DecodeBatch.prefill(self.model, inputs, [cfg], step_fn=self.step_fn)
         deltas = TextDeltas(self.processor.decode)
         while True:
             delta = deltas.push(batch.rows[0].new_tokens[-1])
@@ -195,17 +201,16 @@ def _audio_items(conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def load(model_dir: str | Path | None = None, dtype: torch.dtype | None = None, compile: bool = False) -> AudioChat:
-    """Load a model folder for chat, streaming and transcription; no folder = the embedded demo model.
+    """Load a model folder for chat, streaming and transcription; no folder = the default model a front end
+    registered (`auralm.infer.registry`; `import auralm` registers the embedded demo model).
 
     `compile=True` runs decode steps through one compiled graph (`auralm.infer.compiled`): faster decoding after a
     one-time compilation (tens of seconds per batch shape), worth it for long or many generations."""
     if model_dir is None:
-        from auralm.demo_model import demo_model_dir
-
-        model_dir = demo_model_dir()
+        model_dir = default_model_dir()
     chat = AudioChat.from_folder(model_dir, dtype=dtype)
     if compile:
-        from auralm.infer.compiled import compile_decode
+        from auralm.infer.compiled import compile_decode  # imports torch's inductor: only when asked for
 
-        compile_decode(chat.model)
+        chat.step_fn = compile_decode(chat.model)
     return chat

@@ -2,7 +2,7 @@
 generated for their shapes, over static shapes.
 
     from auralm.infer.compiled import compile_decode
-    compile_decode(model)          # DecodeBatch.step now runs the compiled graph
+    step = compile_decode(model)   # DecodeBatch.prefill(model, ..., step_fn=step): its steps run the compiled graph
 
 Decode on a CPU is bound by reading the weights once per step; with the weights frozen, inductor's CPP GEMM
 template (max-autotune) streams them on every core, where MKL runs one-row products on one (see _INDUCTOR_OPTIONS;
@@ -62,7 +62,7 @@ class CompiledDecodeStep:
             return self.fn(tokens, keys, values, key_valid, positions)
 
 
-def compile_decode(model: nn.Module) -> nn.Module:
-    """Make every `DecodeBatch.step` of `model` run the compiled step (see the module docstring). Returns model."""
-    model.compiled_step = CompiledDecodeStep(model)
-    return model
+def compile_decode(model: nn.Module) -> CompiledDecodeStep:
+    """The compiled decode step of `model` (see the module docstring), an `engine.DecodeStep`: pass it as `step_fn`
+    to `DecodeBatch.prefill` or `generate`, or `auralm.load(dir, compile=True)` keeps one in the `AudioChat`."""
+    return CompiledDecodeStep(model)

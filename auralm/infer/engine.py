@@ -7,6 +7,7 @@ shorter prompts are right-aligned and their empty slots masked, so every row com
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,21 +60,35 @@ def stack_inputs(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
     return out
 
 
+# A whole decode step as one function (`auralm.infer.compiled.compile_decode` makes one): last tokens (B, 1), the
+# cache's keys and values (L, B, Hkv, S_max, Dh) read only, key_valid (B, S_max), positions (B,) -> logits (B, V)
+# and the new token's keys and values (L, B, Hkv, 1, Dh), which the engine writes into the cache.
+DecodeStep = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+]
+
+
 class DecodeBatch:
-    def __init__(self, model, rows: list[Row], cache: KVCache, key_valid: torch.Tensor, positions: torch.Tensor):
+    def __init__(
+        self, model, rows: list[Row], cache: KVCache, key_valid: torch.Tensor, positions: torch.Tensor,
+        step_fn: DecodeStep | None = None,
+    ):
         self.model = model
         self.rows = rows
         self.cache = cache
         self.key_valid = key_valid  # bool (B, capacity): which cache slots hold real tokens
         self.positions = positions  # (B,) RoPE position of each row's next token
+        self.step_fn = step_fn  # None: each step runs the model eagerly
 
     # ---- building --------------------------------------------------------------------------------------
     @classmethod
     @torch.no_grad()
     def prefill(
         cls, model, inputs: dict[str, torch.Tensor], configs: list[GenerationConfig], tags: list[Any] | None = None,
+        step_fn: DecodeStep | None = None,
     ) -> DecodeBatch:
-        """Run the prompts (processor outputs, any padding side) and choose each row's first new token."""
+        """Run the prompts (processor outputs, any padding side) and choose each row's first new token; later steps
+        run `step_fn` (a compiled decode step of this model) when one is given."""
         input_ids, attention_mask = left_align(inputs["input_ids"], inputs["attention_mask"])
         B, T = input_ids.shape
         if len(configs) != B:
@@ -93,7 +108,7 @@ class DecodeBatch:
             gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
             prompt = input_ids[i][attention_mask[i].bool()].tolist()
             rows.append(Row(cfg, prompt, tags[i] if tags else i, generator=gen))
-        batch = cls(model, rows, cache, key_valid, attention_mask.sum(-1).to(model.device))
+        batch = cls(model, rows, cache, key_valid, attention_mask.sum(-1).to(model.device), step_fn)
         batch._choose(out.logits[:, -1])
         return batch
 
@@ -121,9 +136,9 @@ class DecodeBatch:
             self._grow(self.cache.max_len * 2)
         last = torch.tensor([r.history[-1] for r in self.rows], device=self.model.device)[:, None]  # (B, 1)
         pos = self.cache.pos
-        if self.model.compiled_step is not None:
+        if self.step_fn is not None:
             # key_valid still excludes slot `pos`: the compiled step attends to the new token itself.
-            logits, k, v = self.model.compiled_step(
+            logits, k, v = self.step_fn(
                 last, self.cache.keys, self.cache.values, self.key_valid, self.positions
             )  # (B, V), (L, B, Hkv, 1, Dh) x 2
             self.cache.keys[:, :, :, pos:pos + 1] = k

@@ -6,14 +6,17 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from auralm.infer.engine import DecodeBatch, left_align
+from auralm.infer.engine import DecodeBatch, DecodeStep, left_align
 from auralm.infer.sampling import GenerationConfig
 
 
-def stream_tokens(model, inputs: dict[str, torch.Tensor], config: GenerationConfig) -> Iterator[list[tuple[int, int]]]:
-    """Yield, step by step, the (row index, new token) pairs of the rows still running."""
+def stream_tokens(
+    model, inputs: dict[str, torch.Tensor], config: GenerationConfig, step_fn: DecodeStep | None = None,
+) -> Iterator[list[tuple[int, int]]]:
+    """Yield, step by step, the (row index, new token) pairs of the rows still running. Steps run `step_fn` (a
+    compiled decode step, `auralm.infer.compiled`) when one is given."""
     B = inputs["input_ids"].shape[0]
-    batch = DecodeBatch.prefill(model, inputs, [config] * B)
+    batch = DecodeBatch.prefill(model, inputs, [config] * B, step_fn=step_fn)
     while True:
         yield [(r.tag, r.new_tokens[-1]) for r in batch.rows]
         batch.drop_finished()
@@ -24,12 +27,13 @@ def stream_tokens(model, inputs: dict[str, torch.Tensor], config: GenerationConf
 
 def generate(
     model, inputs: dict[str, torch.Tensor], config: GenerationConfig, pad_token_id: int = 0,
+    step_fn: DecodeStep | None = None,
 ) -> torch.Tensor:
     """transformers-style result: (B, T + n) = the (left-aligned) prompts followed by the new tokens, rows that stop
     early filled with `pad_token_id`; n is the longest row's count of new tokens."""
     input_ids, _ = left_align(inputs["input_ids"], inputs["attention_mask"])
     new: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-    for step in stream_tokens(model, inputs, config):
+    for step in stream_tokens(model, inputs, config, step_fn):
         for row, token in step:
             new[row].append(token)
     n = max(len(r) for r in new)

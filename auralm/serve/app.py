@@ -57,7 +57,7 @@ class ClientGone(Exception):
 def create_app(chat: AudioChat, settings: ServeSettings, fetcher: AudioFetcher | None = None) -> FastAPI:
     """The server for one loaded model. `fetcher` replaces the one built from `settings` (tests pass hooks)."""
     fetcher = fetcher or AudioFetcher(FetchPolicy.from_settings(settings))
-    scheduler = Scheduler(chat.model, chat.processor.decode, settings.max_batch, settings.max_queue)
+    scheduler = Scheduler(chat.model, chat.processor.decode, settings.max_batch, settings.max_queue, chat.step_fn)
     created = int(time.time())
 
     @asynccontextmanager

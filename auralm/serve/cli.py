@@ -72,12 +72,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from auralm.infer.api import load
+    from auralm.infer.registry import default_model_dir
 
-    if args.model is None:
-        from auralm.demo_model import demo_model_dir
-
-        args.model = str(demo_model_dir())
-    model_dir = Path(args.model).resolve()
+    # No folder named: the default model the package root registers (the embedded demo model).
+    model_dir = (Path(args.model) if args.model is not None else default_model_dir()).resolve()
     settings = settings_from_args(args, model_dir)  # checks every limit before the model is loaded
     if args.threads is not None:
         if args.threads < 1:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from auralm.infer.engine import DecodeBatch, Row, stack_inputs
+from auralm.infer.engine import DecodeBatch, DecodeStep, Row, stack_inputs
 from auralm.infer.generate import TextDeltas
 from auralm.infer.sampling import GenerationConfig
 from auralm.serve.errors import ServeError
@@ -128,9 +128,13 @@ class SchedulerStats:
 
 
 class Scheduler:
-    def __init__(self, model, decode: Callable[[list[int]], str], max_batch: int, max_queue: int):
+    def __init__(
+        self, model, decode: Callable[[list[int]], str], max_batch: int, max_queue: int,
+        step_fn: DecodeStep | None = None,
+    ):
         self.model = model
         self.decode = decode
+        self.step_fn = step_fn  # the model's compiled decode step, if the AudioChat holds one
         self.max_batch = max_batch
         self.stats = SchedulerStats()
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
@@ -243,7 +247,8 @@ class Scheduler:
         if len(jobs) > 1:
             try:
                 part = DecodeBatch.prefill(
-                    self.model, stack_inputs([j.inputs for j in jobs]), [j.config for j in jobs], tags=jobs
+                    self.model, stack_inputs([j.inputs for j in jobs]), [j.config for j in jobs], tags=jobs,
+                    step_fn=self.step_fn,
                 )
                 self.stats.prefills += len(jobs)
                 self.stats.batched_prefills += 1
@@ -254,7 +259,7 @@ class Scheduler:
         fresh: DecodeBatch | None = None
         for job in jobs:
             try:
-                part = DecodeBatch.prefill(self.model, job.inputs, [job.config], tags=[job])
+                part = DecodeBatch.prefill(self.model, job.inputs, [job.config], tags=[job], step_fn=self.step_fn)
             except Exception:
                 log.exception("prefill failed")
                 self._fail_job(job, ServeError(500, "the model failed on this request", "model_error"))

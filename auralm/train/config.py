@@ -140,7 +140,7 @@ class OptimConfig:
     max_grad_norm: float = 1.0  # clip the global gradient norm (0 = no clipping)
     grad_accum: int = 1  # micro-batches per optimizer step (per process)
     # Peak-rate multipliers by part (encoder / projector / llm), e.g. {projector: 0.05}: a projector that was
-    # pre-aligned (auralm.train.ctc_align) has small weights that the LLM-side rate would overwrite in a few steps.
+    # pre-aligned (auralm.demo.ctc_align) has small weights that the LLM-side rate would overwrite in a few steps.
     part_lr_scale: dict[str, float] = field(default_factory=dict)
 
 

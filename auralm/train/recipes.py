@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from auralm.checkpoint.hf import load_audiolm, save_audiolm
+from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
 from auralm.config import AudioLMConfig, preset
 from auralm.data.collate import Collator
 from auralm.data.dataset import DataError, TrainingDataset, load_examples
@@ -322,7 +322,9 @@ def export(
                 merge_lora(model)
             else:
                 _strip_lora(model)
-        save_audiolm(model.cpu(), final_dir)
+        # The starting folder's stop and pad ids go with the trained weights.
+        generation = read_generation_defaults(cfg.model.path) if cfg.model.path else None
+        save_audiolm(model.cpu(), final_dir, generation_defaults=generation)
         processor.save_pretrained(final_dir)
     barrier(info)
     return final_dir, adapter_dir
