@@ -36,15 +36,15 @@ from auralm.demo.package import pack
 from auralm.eval.voice_knowledge import llm_answers
 from auralm.infer.api import AudioChat
 from auralm.processor import Processor
+from auralm.text.chat import render_chat
+from auralm.text.prompts import ASR_INSTRUCTION, chat_instruction
 from auralm.train.config import load_config
 from auralm.train.recipes import train
 
 # The demo model is tuned on ChatML (SFT), so transcription asks in a chat turn (auralm.json of the folder).
-CHAT_PROMPTS = {
-    "asr_prompt": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nAudio 1: "
-                  "<|audio_bos|><|AUDIO|><|audio_eos|>\nDetect the language and recognize the speech.<|im_end|>\n"
-                  "<|im_start|>assistant\n",
-}
+_ASR_TURN = [{"role": "user", "content": [{"type": "audio", "audio": ""},
+                                          {"type": "text", "text": chat_instruction(ASR_INSTRUCTION)}]}]
+CHAT_PROMPTS = {"asr_prompt": render_chat(_ASR_TURN)}
 CHAT_PROMPTS["asr_prompt_no_language"] = CHAT_PROMPTS["asr_prompt"]
 
 

@@ -18,6 +18,7 @@ BLEU 0-100, CIDEr as reported), for `auralm.eval.report.paper_table`.
 from __future__ import annotations
 
 from auralm.eval.tasks import Task, TaskError
+from auralm.text.prompts import ASR_INSTRUCTION_WITH_LANGUAGE
 
 AUDIO_FAMILIES = (
     "asr", "s2tt", "srwt", "lid", "speaker", "sound_event", "scene", "caption", "aqa", "note", "voice_chat", "mixed",
@@ -56,7 +57,7 @@ def synthetic_suite(style: str = "nl", manifest: str = "test.jsonl") -> list[Tas
 
 
 # ---- the papers' prompts ------------------------------------------------------------------------------------
-NL_ASR = "Detect the language and recognize the speech: <|{language}|>"
+NL_ASR = ASR_INSTRUCTION_WITH_LANGUAGE
 NL_S2TT = (
     "Translate the {language_name} speech into {target_language_name}:"  # third-party; unverified (§3.2)
 )

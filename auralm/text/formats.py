@@ -6,8 +6,8 @@ Three conventions:
   ASR/S2TT/timestamps/language id, `<|startofanalysis|>` otherwise), audio language or `<|unknown|>`, task
   tag, text language, `<|timestamps|>`/`<|notimestamps|>`, then output-instruction tags. Prompts match the
   released evaluation prompts where one exists (ASR, S2TT, SRWT, caption, scene, AQA, note analysis).
-- ``"nl"``: Qwen2-Audio's natural-language pre-training prompts (§3.2), e.g. "Detect the language and
-  recognize the speech: " with target "<|en|>...". Voice chat and mixed audio have no text prompt at all.
+- ``"nl"``: Qwen2-Audio's natural-language pre-training prompts (§3.2), e.g. the ASR instruction of
+  `auralm.text.prompts` with target "<|en|>...". Voice chat and mixed audio have no text prompt at all.
 - ``"chatml"``: a ChatML conversation as the Qwen2-Audio chat template writes it (§3.1), with
   "Audio k: <|audio_bos|><|AUDIO|><|audio_eos|>\\n" for the k-th `<audio>` marker of the messages.
 
@@ -25,6 +25,7 @@ attributes use `<|keyword|>...<|speaker_meta|>`; voice chat and mixed audio in t
 import dataclasses
 import re
 
+from auralm.text.prompts import ASR_INSTRUCTION, SRWT_INSTRUCTION, chat_instruction
 from auralm.text.tokens import AUDIO_MARKER, AUDIO_PLACEHOLDER
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -213,17 +214,12 @@ def nl_prompt_target(record: dict) -> tuple[str, str]:
     """The natural-language instruction (without audio) and the answer text of a task record."""
     task = record["task"]
     if task == "asr":
-        return (
-            "Detect the language and recognize the speech: ",
-            f"{_lang_tag(record['language'])}{record['text']}",
-        )
+        return ASR_INSTRUCTION, f"{_lang_tag(record['language'])}{record['text']}"
     if task == "s2tt":
         source, target = LANGUAGE_NAMES[record["language"]], LANGUAGE_NAMES[record["target_language"]]
         return f"Translate the {source} speech into {target}:", record["translation"]
     if task == "srwt":
-        return "Recognize the speech with word-level timestamps:", srwt_string(
-            record["words"], record.get("duration")
-        )
+        return SRWT_INSTRUCTION, srwt_string(record["words"], record.get("duration"))
     if task == "lid":
         return "Identify the language spoken in the audio:", LANGUAGE_NAMES[record["language"]]
     if task == "speaker":
@@ -250,9 +246,7 @@ def to_messages(record: dict) -> list[dict]:
     if "messages" in record:
         return list(record["messages"])
     instruction, answer = nl_prompt_target(record)
-    instruction = instruction.strip()
-    if instruction.endswith(":"):
-        instruction = instruction[:-1] + "."
+    instruction = chat_instruction(instruction)
     if record["task"] == "asr":
         answer = record["text"]  # no language tag inside a chat reply
     return [{"role": "user", "content": AUDIO_MARKER + instruction}, {"role": "assistant", "content": answer}]
