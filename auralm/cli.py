@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from auralm.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE
 from auralm.version import __version__
 
 # Commands that live with their subsystem: each module has add_parser(subparsers) and run(args) -> int.
@@ -66,7 +67,7 @@ def cmd_transcribe(args) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        result = chat.transcribe((wave, 16000), language=args.language, progress=progress)
+        result = chat.transcribe((wave, SAMPLE_RATE), language=args.language, progress=progress)
         bar.close()
         text = format_transcript(result, args.format)
         if args.output_dir:
@@ -193,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", help="language code, e.g. en (default: detected)")
     p.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt")
     p.add_argument("--output-dir", help="write FILE.<format> there instead of printing")
-    p.add_argument("--max-audio-seconds", type=float, default=1200.0, help="refuse longer audio (default 20 min)")
+    p.add_argument("--max-audio-seconds", type=float, default=DEFAULT_MAX_SECONDS,
+                   help=f"refuse longer audio (default {DEFAULT_MAX_SECONDS / 60:g} min)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_transcribe)
 

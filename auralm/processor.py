@@ -75,7 +75,7 @@ class Processor:
             "feature_extractor", {}
         )
         if fe_cfg.get("sampling_rate", SAMPLE_RATE) != SAMPLE_RATE:
-            raise ValueError(f"{folder}/preprocessor_config.json has sampling_rate {fe_cfg['sampling_rate']}; Qwen2-Audio uses 16000")
+            raise ValueError(f"{folder}/preprocessor_config.json has sampling_rate {fe_cfg['sampling_rate']}; Qwen2-Audio uses {SAMPLE_RATE}")
         kwargs: dict[str, Any] = {
             "n_mels": fe_cfg.get("feature_size", 128),
             "chat_template": read_chat_template(folder),

@@ -21,7 +21,7 @@ TIERS: list[tuple[str, ...]] = [
     ("model", "processor"),  # the nn.Modules; text + audio -> model inputs
     ("checkpoint", "data"),  # weight files <-> the model; manifests, datasets, collation (through the processor)
     ("infer", "train", "synth"),  # generation and the high-level API; training recipes; the synthetic world
-    ("eval",),  # metrics and task runners: runs infer, reuses train's distributed setup and DPO objective, synth's labels
+    ("eval",),  # metrics, task runners: runs infer; train's torchrun setup and DPO objective; synth's labels
     ("serve",),  # the HTTP server over infer
     ("demo",),  # the embedded demo model: its recipe (train, eval, synth), its location, `auralm demo`
     ("cli", "bindings"),  # the `auralm` command; AudioLM's transformers-style entry points

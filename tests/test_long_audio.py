@@ -154,7 +154,7 @@ def test_timestamped_stitching_cuts_the_seam_by_time():
 def test_transcripts_get_a_token_budget_from_the_window_length(chat):
     """Without max_new_tokens a window may decode ~12 tokens per second (a looping model stops near the clip's
     length); an explicit limit wins; word times get room for their time tokens."""
-    from auralm.infer.api import transcript_budget
+    from auralm.infer.transcribe import transcript_budget
 
     budgets = []
     decode = chat.generate_texts

@@ -24,10 +24,11 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from auralm.checkpoint import assets
+from auralm.text.tokens import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_TOKEN
 
 QWEN2_BPE_SIZE = 151643  # regular BPE tokens, ids 0 .. 151642
 CHATML_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 151643 .. 151645
-AUDIO_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")  # ids 151646 .. 151648
+AUDIO_TOKENS_BY_ID = (AUDIO_TOKEN, AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN)  # ids 151646 .. 151648 (placeholder first)
 
 
 class QwenTokenizerError(ValueError):
@@ -57,7 +58,7 @@ def qwen2_audio_tokenizer_json(source: dict[str, Any], extra_tokens: Sequence[st
                 f"source has {by_id.get(QWEN2_BPE_SIZE + offset)!r} at id "
                 f"{QWEN2_BPE_SIZE + offset}, expected {token!r}"
             )
-    added = [*CHATML_TOKENS, *AUDIO_TOKENS, *extra_tokens]
+    added = [*CHATML_TOKENS, *AUDIO_TOKENS_BY_ID, *extra_tokens]
     clashes = sorted({t for t in added if added.count(t) > 1} | {t for t in extra_tokens if t in vocab})
     if clashes or any(not t for t in extra_tokens):
         raise QwenTokenizerError(

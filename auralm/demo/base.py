@@ -23,7 +23,7 @@ from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
 from auralm.text.chat import DEFAULT_CHAT_TEMPLATE
 from auralm.text.formats import TAG_TOKENS
-from auralm.text.tokens import AUDIO_TOKENS
+from auralm.text.tokens import AUDIO_TOKEN, AUDIO_TOKENS
 
 BASE_ASSETS = (assets.WHISPER_TINY_EN_CT2, assets.SMOLLM2_135M_INSTRUCT_GGUF)
 
@@ -42,7 +42,7 @@ def build_base(seed: int = 0) -> tuple[AudioLM, Processor]:
     cfg = AudioLMConfig(
         encoder=encoder_config_from_hf_whisper(whisper.config),
         decoder=dataclasses.replace(llm.config, vocab_size=vocab),
-        audio_token_id=tokenizer.token_to_id("<|AUDIO|>"),
+        audio_token_id=tokenizer.token_to_id(AUDIO_TOKEN),
     )
     torch.manual_seed(seed)
     model = AudioLM(cfg)

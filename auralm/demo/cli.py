@@ -15,12 +15,15 @@ from auralm.demo.locate import demo_model_dir
 from auralm.infer.api import load
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
+CHAT_TOKENS = 48  # an answer's budget unless --max-new-tokens says; transcripts get the library's clip-length budget
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="run the embedded demo model on shipped example clips")
     p.add_argument("--model", metavar="DIR", help="use this model folder instead of the embedded demo model")
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-new-tokens", type=int, metavar="N",
+                   help=f"limit every answer and transcript window to N tokens (default: {CHAT_TOKENS} per answer; "
+                        "transcripts: the budget of the clip's length, as `auralm transcribe`)")
     p.set_defaults(func=run)
 
 
@@ -35,7 +38,7 @@ def run(args) -> int:
         if ex["mode"] == "transcribe":
             answer = chat.transcribe(audio, language=ex.get("language"), max_new_tokens=args.max_new_tokens).text
         else:
-            answer = chat.chat(ex.get("prompt", ""), audio=audio, max_new_tokens=args.max_new_tokens)
+            answer = chat.chat(ex.get("prompt", ""), audio=audio, max_new_tokens=args.max_new_tokens or CHAT_TOKENS)
         took = time.perf_counter() - t1
         print(f"[{ex['title']}]  ({took:.1f}s)")
         if ex.get("prompt"):

@@ -10,8 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,19 @@ import torch
 
 from auralm.audio import SAMPLE_RATE, AudioError
 from auralm.checkpoint.hf import load_audiolm
-from auralm.infer.engine import DecodeBatch, DecodeStep
-from auralm.infer.generate import TextDeltas
+from auralm.infer.engine import DecodeStep
+from auralm.infer.generate import generate_texts, stream_text
 from auralm.infer.registry import default_model_dir
 from auralm.infer.sampling import GenerationConfig
-from auralm.infer.transcribe import Transcript, transcribe_windows
+from auralm.infer.transcribe import Transcript, transcribe_windows, window_budget
 from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
+from auralm.text.chat import audio_items
 from auralm.text.formats import parse_srwt
+from auralm.text.prompts import asr_prompt
 
-AUDIO_SPAN = "<|audio_bos|><|AUDIO|><|audio_eos|>"
-# Qwen2-Audio's pre-training prompts (fact sheet 3.2, auralm.text.formats); a folder's auralm.json may name others.
-DEFAULT_ASR_PROMPT = AUDIO_SPAN + "Detect the language and recognize the speech: <|{language}|>"
-DEFAULT_ASR_PROMPT_NO_LANGUAGE = AUDIO_SPAN + "Detect the language and recognize the speech: "
-DEFAULT_TIMESTAMPS_PROMPT = AUDIO_SPAN + "Recognize the speech with word-level timestamps:"
+# Decodes a batch of prompts to answers: (inputs, config, skip_special_tokens) -> texts, as `generate_texts` does.
+BatchDecoder = Callable[[dict[str, torch.Tensor], GenerationConfig, bool], list[str]]
 
 
 def audio_source(item: dict[str, Any]) -> Any:
@@ -59,14 +57,6 @@ def audio_source(item: dict[str, Any]) -> Any:
     if url.startswith(("http://", "https://")):
         raise AudioError("auralm does not fetch audio from the network; download it and pass the file or bytes")
     return url
-
-
-def transcript_budget(seconds: float, timestamps: bool = False) -> int:
-    """The most tokens a transcript of `seconds` of audio may take when the caller sets no limit: 12 per second
-    (30 with word times: two time tokens per word) + 16. Fast speech runs at ~4 words or ~6-8 tokens per second
-    (Whisper caps a 30 s window at 224 tokens), so real transcripts fit, while a model stuck repeating itself stops
-    near the clip's length instead of after the chat default of 256 tokens."""
-    return 16 + math.ceil(seconds * (30 if timestamps else 12))
 
 
 class AudioChat:
@@ -110,7 +100,7 @@ class AudioChat:
         texts, audios = [], []
         for conv in conversations:
             texts.append(self.processor.apply_chat_template(conv, add_generation_prompt=True))
-            audios += [self.processor.prepare_audio(audio_source(item)) for item in _audio_items(conv)]
+            audios += [self.processor.prepare_audio(audio_source(item)) for item in audio_items(conv)]
         return self.processor(text=texts, audio=audios or None)
 
     def config(self, **overrides: Any) -> GenerationConfig:
@@ -122,7 +112,7 @@ class AudioChat:
     def stream(self, messages: str | list[dict[str, Any]], audio: Any = None, **generation: Any) -> Iterator[str]:
         """Text deltas of the answer as they are decoded (never a broken multi-byte character)."""
         inputs = self.inputs([self.conversation(messages, audio)])
-        yield from self._stream_inputs(inputs, self.config(**generation))
+        yield from stream_text(self.model, self.processor.decode, inputs, self.config(**generation), self.step_fn)
 
     def chat(self, messages: str | list[dict[str, Any]], audio: Any = None, **generation: Any) -> str:
         """The whole answer to a conversation (or a text prompt with `audio=`)."""
@@ -135,69 +125,44 @@ class AudioChat:
     def generate_texts(
         self, inputs: dict[str, torch.Tensor], cfg: GenerationConfig, skip_special_tokens: bool = True
     ) -> list[str]:
-        B = inputs["input_ids"].shape[0]
-        batch = DecodeBatch.prefill(self.model, inputs, [cfg] * B, step_fn=self.step_fn)
-        answers: dict[int, list[int]] = {}
-        while True:
-            for row in batch.drop_finished():
-                answers[row.tag] = row.new_tokens
-            if not batch.rows:
-                break
-            batch.step()
-        stops = set(cfg.stop_token_ids)
-        return [
-            self.processor.decode([t for t in answers[i] if t not in stops], skip_special_tokens).strip()
-            for i in range(B)
-        ]
-
-    def _stream_inputs(self, inputs: dict[str, torch.Tensor], cfg: GenerationConfig) -> Iterator[str]:
-        batch = DecodeBatch.prefill(self.model, inputs, [cfg], step_fn=self.step_fn)
-        deltas = TextDeltas(self.processor.decode)
-        while True:
-            delta = deltas.push(batch.rows[0].new_tokens[-1])
-            if delta:
-                yield delta
-            if batch.drop_finished():
-                break
-            batch.step()
-        tail = deltas.flush()
-        if tail:
-            yield tail
+        """The answers to a batch of processor outputs (`infer.generate.generate_texts`); `chat_batch`,
+        transcription windows and evaluation decode through here."""
+        return generate_texts(self.model, self.processor.decode, inputs, cfg, skip_special_tokens, self.step_fn)
 
     # ---- transcription ------------------------------------------------------------------------------------
     def transcribe(
         self, audio: Any, language: str | None = None, timestamps: bool = False, progress=None, **generation: Any,
     ) -> Transcript:
-        """Transcribe audio of any length (windows of 30 s, stitched). `str(result)` is the text."""
-        wave = self.processor.prepare_audio(audio)
+        """Transcribe audio of any length (windows of 30 s, stitched). `str(result)` is the text.
+
+        `audio`: anything `load_audio` takes; `language` forces the transcript's language tag; `timestamps` asks for
+        word times (`result.words`); `progress(done, total)` after each window; `generation`: `GenerationConfig`
+        fields, where an explicit `max_new_tokens` (or `max_tokens`) limits every window."""
+        return self.transcribe_wave(self.processor.prepare_audio(audio), language, timestamps, progress, **generation)
+
+    def transcribe_wave(
+        self, wave: np.ndarray, language: str | None = None, timestamps: bool = False, progress=None,
+        decode: BatchDecoder | None = None, cap: int | None = None, **generation: Any,
+    ) -> Transcript:
+        """The one transcription function (library, CLI, demo and server): 16 kHz mono samples (n,) -> Transcript.
+
+        Each window is prompted with `text.prompts.asr_prompt` (the folder's auralm.json may replace the prompts)
+        and decoded by `decode` (default: `generate_texts`; the server queues windows with its scheduler) within
+        `transcribe.window_budget(window seconds, timestamps, max_new_tokens, cap)` new tokens."""
+        decode = decode or self.generate_texts
         cfg = self.config(**generation)
-        prompt = self.asr_prompt(language, timestamps)
-        fixed_budget = generation.get("max_new_tokens", generation.get("max_tokens")) is not None
+        explicit = generation.get("max_new_tokens", generation.get("max_tokens"))
+        prompt = asr_prompt(language, timestamps, self.options)
 
         def decode_window(samples: np.ndarray) -> str:
             inputs = self.processor(text=prompt, audio=samples)
-            seconds = len(samples) / SAMPLE_RATE
-            window_cfg = cfg if fixed_budget else replace(cfg, max_new_tokens=transcript_budget(seconds, timestamps))
+            budget = window_budget(len(samples) / SAMPLE_RATE, timestamps, explicit, cap)
             # Time tokens are special tokens: keep them when word times are wanted.
-            return self.generate_texts(inputs, window_cfg, skip_special_tokens=not timestamps)[0]
+            return decode(inputs, replace(cfg, max_new_tokens=budget), not timestamps)[0]
 
         result = transcribe_windows(wave, decode_window, progress, parse_words=parse_srwt if timestamps else None)
         result.language = language
         return result
-
-    def asr_prompt(self, language: str | None, timestamps: bool) -> str:
-        if timestamps:
-            return self.options.get("asr_timestamps_prompt", DEFAULT_TIMESTAMPS_PROMPT).format(language=language or "en")
-        if language:
-            return self.options.get("asr_prompt", DEFAULT_ASR_PROMPT).format(language=language)
-        return self.options.get("asr_prompt_no_language", DEFAULT_ASR_PROMPT_NO_LANGUAGE)
-
-
-def _audio_items(conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        item for m in conversation if isinstance(m.get("content"), list)
-        for item in m["content"] if item.get("type") == "audio" or "audio" in item or "audio_url" in item
-    ]
 
 
 def load(model_dir: str | Path | None = None, dtype: torch.dtype | None = None, compile: bool = False) -> AudioChat:

@@ -17,6 +17,16 @@ from auralm.infer.sampling import GenerationConfig, choose, process_logits
 from auralm.model.kv_cache import KVCache, merge_right_aligned
 
 
+def finish_reason(config: GenerationConfig, new_tokens: list[int]) -> str | None:
+    """The stopping rule of every decode loop: after its newest token a row is done with "stop" (a stop id, once
+    `min_new_tokens` are made; sampling never picks one earlier) or "length" (`max_new_tokens` made), else None."""
+    if new_tokens and new_tokens[-1] in config.stop_token_ids and len(new_tokens) >= config.min_new_tokens:
+        return "stop"
+    if len(new_tokens) >= config.max_new_tokens:
+        return "length"
+    return None
+
+
 @dataclass
 class Row:
     """One sequence being generated."""
@@ -26,12 +36,12 @@ class Row:
     tag: Any = None  # the caller's handle: a batch index or a request id
     new_tokens: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None
-    finished: bool = False
+    finished: bool = False  # set by `accept` from `finish_reason`; a caller may also end a row (a stop string)
 
     def accept(self, token: int) -> None:
         self.new_tokens.append(token)
         self.history.append(token)
-        self.finished = token in self.config.stop_token_ids or len(self.new_tokens) >= self.config.max_new_tokens
+        self.finished = finish_reason(self.config, self.new_tokens) is not None
 
 
 def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,18 +198,15 @@ class DecodeBatch:
     def _choose(self, logits: torch.Tensor) -> None:
         """logits: (B, V) for each row's next token."""
         logits = logits.float()
-        if all(r.config.is_plain_greedy for r in self.rows):
-            # Greedy rows in one argmax; rows short of min_new_tokens may not choose their stop ids yet.
-            for i, r in enumerate(self.rows):
-                if len(r.new_tokens) < r.config.min_new_tokens and r.config.stop_token_ids:
-                    logits[i, list(r.config.stop_token_ids)] = float("-inf")
-            tokens = logits.argmax(-1).tolist()
-        else:
-            tokens = []
-            for i, r in enumerate(self.rows):
+        for i, r in enumerate(self.rows):
+            # Penalty and min-new-tokens rules; a plain greedy row past its minimum has none to apply.
+            if not r.config.is_plain_greedy or len(r.new_tokens) < r.config.min_new_tokens:
                 history = torch.tensor(r.history, device=logits.device)
-                processed = process_logits(logits[i], history, len(r.new_tokens), r.config)
-                tokens.append(choose(processed, r.config, r.generator))
+                logits[i] = process_logits(logits[i], history, len(r.new_tokens), r.config)
+        if any(r.config.do_sample for r in self.rows):
+            tokens = [choose(logits[i], r.config, r.generator) for i, r in enumerate(self.rows)]
+        else:
+            tokens = logits.argmax(-1).tolist()  # (B,) greedy rows in one argmax
         for r, t in zip(self.rows, tokens):
             r.accept(t)
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auralm.audio.chunking import plan_windows
+from auralm.audio.chunking import WINDOW_SECONDS, plan_windows
+from auralm.audio.geometry import SAMPLE_RATE
 
 OVERLAP_SECONDS = 1.5
 MAX_SEAM_WORDS = 12  # the overlap holds a few words; longer matches would be coincidences inside the text
@@ -65,7 +66,8 @@ def stitch(pieces: Iterable[str]) -> str:
 
 def transcribe_windows(
     audio: np.ndarray, decode_window: Callable[[np.ndarray], str], progress: Callable[[int, int], None] | None = None,
-    window_seconds: float = 30.0, overlap_seconds: float = OVERLAP_SECONDS, sampling_rate: int = 16000,
+    window_seconds: float = WINDOW_SECONDS, overlap_seconds: float = OVERLAP_SECONDS,
+    sampling_rate: int = SAMPLE_RATE,
     parse_words: Callable[[str], list[tuple[str, float, float]]] | None = None,
 ) -> Transcript:
     """Decode each window with `decode_window(samples) -> text` and stitch. `progress(done, total)` after each.

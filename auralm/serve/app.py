@@ -17,12 +17,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+import torch
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -30,15 +31,22 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from auralm.audio import SAMPLE_RATE
-from auralm.infer.api import AudioChat, transcript_budget
+from auralm.infer.api import AudioChat, BatchDecoder
 from auralm.infer.sampling import GenerationConfig
-from auralm.infer.transcribe import transcribe_windows
+from auralm.infer.transcribe import Transcript
 from auralm.infer.transcript_formats import to_srt, to_verbose, to_vtt
 from auralm.serve.audio_input import AudioReader
 from auralm.serve.errors import ServeError, bad_request, too_large
 from auralm.serve.fetch import AudioFetcher, FetchPolicy
 from auralm.serve.limits import BodyLimit, SecurityHeaders
-from auralm.serve.protocol import build_inputs, parse_chat, parse_json, parse_transcription
+from auralm.serve.protocol import (
+    ChatRequest,
+    TranscriptionRequest,
+    build_inputs,
+    parse_chat,
+    parse_json,
+    parse_transcription,
+)
 from auralm.serve.scheduler import Delta, Failed, Finished, Job, QueueFull, Scheduler
 from auralm.serve.settings import ServeSettings
 
@@ -54,11 +62,44 @@ class ClientGone(Exception):
     """The client disconnected; nobody is waiting for the answer."""
 
 
+@dataclass(frozen=True)
+class ServeContext:
+    """What the routes share: the loaded model and the server's settings, audio fetcher and scheduler."""
+
+    chat: AudioChat
+    settings: ServeSettings
+    fetcher: AudioFetcher
+    scheduler: Scheduler
+    created: int  # the model card's creation time (Unix seconds)
+
+    def admit_check(self) -> None:
+        """Refuse before any work when the queue is full or the scheduler is down."""
+        if not self.scheduler.alive:
+            raise ServeError(503, "the model is not running", "unavailable")
+        if self.scheduler.queued >= self.settings.max_queue:
+            raise self.busy()
+
+    def busy(self) -> ServeError:
+        return ServeError(429, "the server is busy; retry shortly", "queue_full",
+                          headers={"Retry-After": str(self.settings.retry_after_seconds)})
+
+    def submit(self, job: Job, wait: float = 0.0) -> None:
+        """Queue a job; 429 when the queue stays full for `wait` seconds, 503 when the scheduler is down."""
+        try:
+            self.scheduler.submit(job, wait=wait)
+        except QueueFull:
+            raise self.busy() from None
+        except RuntimeError:
+            raise ServeError(503, "the model is not running", "unavailable") from None
+
+    def model_card(self) -> dict[str, Any]:
+        return {"id": self.settings.model_name, "object": "model", "created": self.created, "owned_by": "auralm"}
+
+
 def create_app(chat: AudioChat, settings: ServeSettings, fetcher: AudioFetcher | None = None) -> FastAPI:
     """The server for one loaded model. `fetcher` replaces the one built from `settings` (tests pass hooks)."""
-    fetcher = fetcher or AudioFetcher(FetchPolicy.from_settings(settings))
     scheduler = Scheduler(chat.model, chat.processor.decode, settings.max_batch, settings.max_queue, chat.step_fn)
-    created = int(time.time())
+    fetcher = fetcher or AudioFetcher(FetchPolicy.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -67,153 +108,197 @@ def create_app(chat: AudioChat, settings: ServeSettings, fetcher: AudioFetcher |
         await run_in_threadpool(scheduler.close)
 
     app = FastAPI(title="auralm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.scheduler = scheduler
-    app.state.settings = settings
+    app.state.context = ServeContext(chat, settings, fetcher, scheduler, int(time.time()))  # what routes read
+    app.state.scheduler = scheduler  # its stats, for whoever holds the app (tests, an embedding program)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(ServeError, _serve_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
-
-    async def require_key(request: Request) -> None:
-        if settings.api_key is None:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
-            raise ServeError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')", "invalid_api_key")
-
-    def admit_check() -> None:
-        """Refuse before any work when the queue is full or the scheduler is down."""
-        if not scheduler.alive:
-            raise ServeError(503, "the model is not running", "unavailable")
-        if scheduler.queued >= settings.max_queue:
-            raise busy()
-
-    def busy() -> ServeError:
-        return ServeError(429, "the server is busy; retry shortly", "queue_full",
-                          headers={"Retry-After": str(settings.retry_after_seconds)})
-
-    def submit(job: Job, wait: float = 0.0) -> None:
-        try:
-            scheduler.submit(job, wait=wait)
-        except QueueFull:
-            raise busy() from None
-        except RuntimeError:
-            raise ServeError(503, "the model is not running", "unavailable") from None
-
-    # ---- page and health -------------------------------------------------------------------------------------
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
-
+    app.include_router(public)
+    app.include_router(v1)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        ok = scheduler.alive
-        return JSONResponse(
-            {"status": "ok" if ok else "down", "model": settings.model_name, "queued": scheduler.queued,
-             "running": scheduler.running, "api_key_required": settings.api_key is not None,
-             "stats": asdict(scheduler.stats)},
-            status_code=200 if ok else 503,
-        )
-
-    # ---- models -----------------------------------------------------------------------------------------------
-    def model_card() -> dict[str, Any]:
-        return {"id": settings.model_name, "object": "model", "created": created, "owned_by": "auralm"}
-
-    @app.get("/v1/models", dependencies=[Depends(require_key)])
-    async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card()]}
-
-    @app.get("/v1/models/{model_id}", dependencies=[Depends(require_key)])
-    async def model(model_id: str) -> dict[str, Any]:
-        if model_id != settings.model_name:
-            raise ServeError(404, f"this server serves the model '{settings.model_name}' only", "model_not_found")
-        return model_card()
-
-    # ---- chat -------------------------------------------------------------------------------------------------
-    def prepare_chat(payload: dict[str, Any]):
-        reader = AudioReader(fetcher, settings.max_audio_bytes, settings.max_audio_seconds)
-        request = parse_chat(payload, settings, chat.defaults, reader)
-        return request, build_inputs(chat, request.conversation, settings)
-
-    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
-    async def chat_completions(request: Request) -> Response:
-        _require_type(request, "application/json")
-        payload = parse_json(await request.body())
-        admit_check()
-        parsed, inputs = await run_in_threadpool(prepare_chat, payload)
-        if await request.is_disconnected():
-            return Response(status_code=499)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        job = Job(inputs, parsed.config, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev), parsed.stop)
-        submit(job)
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        head = {"id": completion_id, "created": int(time.time()), "model": settings.model_name}
-        if parsed.stream:
-            return StreamingResponse(
-                _sse(job, events, head, parsed.include_usage), media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        try:
-            text, finished = await _collect(job, events, request)
-        except ClientGone:
-            return Response(status_code=499)
-        return JSONResponse({
-            **head, "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finished.reason}],
-            "usage": _usage(finished),
-        })
-
-    # ---- transcription ----------------------------------------------------------------------------------------
-    @app.post("/v1/audio/transcriptions", dependencies=[Depends(require_key)])
-    async def transcriptions(request: Request) -> Response:
-        _require_type(request, "multipart/form-data")
-        async with request.form(max_files=1, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_FIELD_BYTES) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise bad_request("the form needs the audio as a 'file' part", param="file")
-            fields: dict[str, Any] = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-            fields["timestamp_granularities[]"] = [
-                v for v in form.getlist("timestamp_granularities[]") if isinstance(v, str)
-            ]
-            parsed = parse_transcription(fields, settings)
-            data = await upload.read(settings.max_audio_bytes + 1)
-        if len(data) > settings.max_audio_bytes:
-            raise too_large(f"the audio is larger than this server's limit of {settings.max_audio_bytes} bytes",
-                            "audio_too_large", "file")
-        admit_check()
-        reader = AudioReader(fetcher, settings.max_audio_bytes, settings.max_transcribe_seconds)
-        wave = await run_in_threadpool(reader.decode, data, "file")
-        cfg = replace(chat.defaults, max_new_tokens=settings.default_max_tokens,  # per 30 s window
-                      do_sample=parsed.temperature > 0, temperature=parsed.temperature or 1.0)
-        gone = threading.Event()
-        work = asyncio.ensure_future(run_in_threadpool(_transcribe, chat, wave, parsed.language, cfg, submit, gone))
-        work.add_done_callback(_consume)  # after a disconnect nobody awaits it; its ClientGone must not be logged
-        watcher = asyncio.ensure_future(_disconnected(request))
-        try:
-            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():
-                gone.set()
-                return Response(status_code=499)
-            result = work.result()
-        finally:
-            watcher.cancel()
-        result.language = parsed.language
-        if parsed.response_format == "text":
-            return PlainTextResponse(result.text)
-        if parsed.response_format == "srt":
-            return PlainTextResponse(to_srt(result))
-        if parsed.response_format == "vtt":
-            return PlainTextResponse(to_vtt(result), media_type="text/vtt")
-        if parsed.response_format == "verbose_json":
-            return JSONResponse(to_verbose(result, len(wave) / SAMPLE_RATE))
-        return JSONResponse({"text": result.text})
-
     return app
+
+
+def _context(request: Request) -> ServeContext:
+    return request.app.state.context
+
+
+Context = Annotated[ServeContext, Depends(_context)]
+
+
+async def require_key(request: Request, ctx: Context) -> None:
+    key = ctx.settings.api_key
+    if key is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        raise ServeError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')", "invalid_api_key")
+
+
+public = APIRouter()  # the page and the health check, open to everyone
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])  # OpenAI's routes, behind the API key
+
+
+# ---- page and health ---------------------------------------------------------------------------------------------
+@public.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+@public.get("/health")
+async def health(ctx: Context) -> JSONResponse:
+    scheduler, ok = ctx.scheduler, ctx.scheduler.alive
+    return JSONResponse(
+        {"status": "ok" if ok else "down", "model": ctx.settings.model_name, "queued": scheduler.queued,
+         "running": scheduler.running, "api_key_required": ctx.settings.api_key is not None,
+         "stats": asdict(scheduler.stats)},
+        status_code=200 if ok else 503,
+    )
+
+
+# ---- models ------------------------------------------------------------------------------------------------------
+@v1.get("/models")
+async def models(ctx: Context) -> dict[str, Any]:
+    return {"object": "list", "data": [ctx.model_card()]}
+
+
+@v1.get("/models/{model_id}")
+async def model(model_id: str, ctx: Context) -> dict[str, Any]:
+    if model_id != ctx.settings.model_name:
+        raise ServeError(404, f"this server serves the model '{ctx.settings.model_name}' only", "model_not_found")
+    return ctx.model_card()
+
+
+# ---- chat --------------------------------------------------------------------------------------------------------
+@v1.post("/chat/completions")
+async def chat_completions(request: Request, ctx: Context) -> Response:
+    _require_type(request, "application/json")
+    payload = parse_json(await request.body())
+    ctx.admit_check()
+    parsed, inputs = await run_in_threadpool(_prepare_chat, ctx, payload)
+    if await request.is_disconnected():
+        return Response(status_code=499)
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    job = Job(inputs, parsed.config, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev), parsed.stop)
+    ctx.submit(job)
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": ctx.settings.model_name}
+    if parsed.stream:
+        return StreamingResponse(
+            _sse(job, events, head, parsed.include_usage), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    try:
+        text, finished = await _collect(job, events, request)
+    except ClientGone:
+        return Response(status_code=499)
+    return JSONResponse({
+        **head, "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": finished.reason}],
+        "usage": _usage(finished),
+    })
+
+
+def _prepare_chat(ctx: ServeContext, payload: dict[str, Any]) -> tuple[ChatRequest, dict[str, torch.Tensor]]:
+    """Runs in a worker thread: check the request, fetch and decode its audio, build the prompt (B = 1)."""
+    reader = AudioReader(ctx.fetcher, ctx.settings.max_audio_bytes, ctx.settings.max_audio_seconds)
+    request = parse_chat(payload, ctx.settings, ctx.chat.defaults, reader)
+    return request, build_inputs(ctx.chat, request.conversation, ctx.settings)
+
+
+# ---- transcription -----------------------------------------------------------------------------------------------
+@v1.post("/audio/transcriptions")
+async def transcriptions(request: Request, ctx: Context) -> Response:
+    _require_type(request, "multipart/form-data")
+    parsed, data = await _read_transcription_form(request, ctx.settings)
+    ctx.admit_check()
+    reader = AudioReader(ctx.fetcher, ctx.settings.max_audio_bytes, ctx.settings.max_transcribe_seconds)
+    wave = await run_in_threadpool(reader.decode, data, "file")
+    gone = threading.Event()
+    work = asyncio.ensure_future(run_in_threadpool(_transcribe, ctx, wave, parsed, gone))
+    work.add_done_callback(_consume)  # after a disconnect nobody awaits it; its ClientGone must not be logged
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            gone.set()
+            return Response(status_code=499)
+        result = work.result()
+    finally:
+        watcher.cancel()
+    return _transcription_response(result, parsed.response_format, len(wave) / SAMPLE_RATE)
+
+
+async def _read_transcription_form(request: Request, settings: ServeSettings) -> tuple[TranscriptionRequest, bytes]:
+    """The checked form fields and the uploaded audio's bytes (413 past `max_audio_bytes`)."""
+    async with request.form(max_files=1, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_FIELD_BYTES) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise bad_request("the form needs the audio as a 'file' part", param="file")
+        fields: dict[str, Any] = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        fields["timestamp_granularities[]"] = [
+            v for v in form.getlist("timestamp_granularities[]") if isinstance(v, str)
+        ]
+        parsed = parse_transcription(fields, settings)
+        data = await upload.read(settings.max_audio_bytes + 1)
+    if len(data) > settings.max_audio_bytes:
+        raise too_large(f"the audio is larger than this server's limit of {settings.max_audio_bytes} bytes",
+                        "audio_too_large", "file")
+    return parsed, data
+
+
+def _transcribe(ctx: ServeContext, wave: np.ndarray, parsed: TranscriptionRequest, gone: threading.Event) -> Transcript:
+    """Runs in a worker thread: the library's transcription, each window a job for the scheduler and within
+    `window_budget` with the server's `default_max_tokens` as the cap of every window."""
+    return ctx.chat.transcribe_wave(
+        wave, parsed.language, decode=_scheduler_decoder(ctx, gone), cap=ctx.settings.default_max_tokens,
+        do_sample=parsed.temperature > 0, temperature=parsed.temperature or 1.0,
+    )
+
+
+def _scheduler_decoder(ctx: ServeContext, gone: threading.Event) -> BatchDecoder:
+    """A `BatchDecoder` for one prompt that queues it as a scheduler job (waiting up to WINDOW_WAIT_SECONDS for a
+    slot) and waits for its answer; raises ClientGone, cancelling the job, once `gone` is set."""
+
+    def decode(inputs: dict[str, torch.Tensor], config: GenerationConfig, skip_special_tokens: bool) -> list[str]:
+        assert skip_special_tokens, "a job's text skips special tokens; the server asks for no word times"
+        if gone.is_set():
+            raise ClientGone()
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        job = Job(inputs, config, events.put)
+        ctx.submit(job, wait=WINDOW_WAIT_SECONDS)
+        parts = []
+        while True:
+            try:
+                event = events.get(timeout=0.5)
+            except queue.Empty:
+                if gone.is_set():
+                    job.cancel()
+                    raise ClientGone() from None
+                continue
+            if isinstance(event, Delta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                return ["".join(parts).strip()]
+            elif isinstance(event, Failed):
+                raise event.error
+
+    return decode
+
+
+def _transcription_response(result: Transcript, response_format: str, duration: float) -> Response:
+    if response_format == "text":
+        return PlainTextResponse(result.text)
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(result))
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(result), media_type="text/vtt")
+    if response_format == "verbose_json":
+        return JSONResponse(to_verbose(result, duration))
+    return JSONResponse({"text": result.text})
 
 
 # ---- answering ----------------------------------------------------------------------------------------------
@@ -281,39 +366,6 @@ async def _sse(job: Job, events: asyncio.Queue, head: dict[str, Any], include_us
         yield "data: [DONE]\n\n"
     finally:
         job.cancel()  # no effect once finished; frees the slot when the client left mid-answer
-
-
-def _transcribe(chat: AudioChat, wave: np.ndarray, language: str | None, cfg: GenerationConfig, submit,
-                gone: threading.Event):
-    """Runs in a worker thread: each 30 s window is a job for the scheduler; windows are stitched as the library
-    stitches them."""
-    prompt = chat.asr_prompt(language, timestamps=False)
-
-    def decode_window(samples: np.ndarray) -> str:
-        if gone.is_set():
-            raise ClientGone()
-        inputs = chat.processor(text=prompt, audio=samples)
-        budget = min(cfg.max_new_tokens, transcript_budget(len(samples) / SAMPLE_RATE))  # a looping model stops early
-        events: queue.SimpleQueue = queue.SimpleQueue()
-        job = Job(inputs, replace(cfg, max_new_tokens=budget), events.put)
-        submit(job, wait=WINDOW_WAIT_SECONDS)
-        parts = []
-        while True:
-            try:
-                event = events.get(timeout=0.5)
-            except queue.Empty:
-                if gone.is_set():
-                    job.cancel()
-                    raise ClientGone() from None
-                continue
-            if isinstance(event, Delta):
-                parts.append(event.text)
-            elif isinstance(event, Finished):
-                return "".join(parts)
-            elif isinstance(event, Failed):
-                raise event.error
-
-    return transcribe_windows(wave, decode_window)
 
 
 def _consume(future: asyncio.Future) -> None:

@@ -20,11 +20,12 @@ from typing import Any
 import torch
 
 from auralm.audio import SAMPLE_RATE
-from auralm.infer.sampling import GenerationConfig
-from auralm.processor import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_TOKEN
+from auralm.infer.sampling import GREEDY_BELOW_TEMPERATURE, SEED_RANGE, GenerationConfig
+from auralm.processor import ControlTokenError
 from auralm.serve.audio_input import AudioReader
 from auralm.serve.errors import ServeError, bad_request, too_large
 from auralm.serve.settings import ServeSettings
+from auralm.text.tokens import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_TOKEN
 
 MAX_STOPS = 4  # OpenAI's limit on stop strings
 MAX_STOP_CHARS = 256
@@ -32,6 +33,13 @@ CHARS_PER_TOKEN_BOUND = 16  # text longer than max_prompt_tokens * this cannot f
 _RESERVED_MARKERS = (AUDIO_TOKEN, AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN)
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}$")  # the prompt names it as a <|xx|> token
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# Sampling bounds. temperature: 0 is greedy; a positive value below GREEDY_BELOW_TEMPERATURE is greedy in all but
+# name (the library chooses the argmax for it), so it is refused rather than silently changed: send 0. Above 2
+# (OpenAI's limit) the draw is close to uniform noise. repetition_penalty: 1 is off, > 1 discourages repeats; below
+# 0.01 a seen token's logit is already multiplied by 100, so smaller values change no choice and only push logits
+# toward float32 overflow; above 10 a seen token is effectively banned.
+MAX_TEMPERATURE = 2.0
+MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY = 0.01, 10.0
 
 
 @dataclass
@@ -108,6 +116,7 @@ def _conversation(messages: Any, settings: ServeSettings) -> tuple[list[dict[str
                 text = part.get("text")
                 if not isinstance(text, str):
                     raise bad_request(f"{at}: a text part needs a 'text' string", param=at)
+                _check_unicode(text, at)
                 if any(marker in text for marker in _RESERVED_MARKERS):
                     raise bad_request(f"{at}: text may not contain the audio markers {', '.join(_RESERVED_MARKERS)}",
                                       param=at)
@@ -135,6 +144,11 @@ def build_inputs(chat, conversation: list[dict[str, Any]], settings: ServeSettin
     """Processor outputs for one conversation (B = 1), within the prompt limit."""
     try:
         inputs = chat.inputs([conversation])
+    except ControlTokenError as err:
+        at = f"messages[{err.message}].content[{err.item}]"
+        shown = ", ".join(err.tokens[:5])
+        raise bad_request(f"{at}: text may not contain the model's control tokens ({shown})",
+                          "special_token_in_text", at) from None
     except ValueError:
         raise bad_request("the messages could not be turned into a prompt for this model", "invalid_messages") from None
     n = int(inputs["input_ids"].shape[1])
@@ -156,7 +170,7 @@ def generation_config(payload: dict[str, Any], settings: ServeSettings, defaults
     if not 1 <= max_tokens <= settings.max_tokens_limit:
         raise bad_request(f"max_tokens must be between 1 and {settings.max_tokens_limit}", param="max_tokens")
     fields: dict[str, Any] = {"max_new_tokens": max_tokens, "do_sample": False, "temperature": 1.0}
-    temperature = _number(payload.get("temperature"), "temperature", 0.0, 2.0)
+    temperature = _temperature(payload.get("temperature"), MAX_TEMPERATURE)
     if temperature:
         fields.update(do_sample=True, temperature=temperature)
     top_p = _number(payload.get("top_p"), "top_p", 0.0, 1.0)
@@ -167,13 +181,16 @@ def generation_config(payload: dict[str, Any], settings: ServeSettings, defaults
     if payload.get("top_k") is not None:
         top_k = _int(payload["top_k"], "top_k")
         fields["top_k"] = max(top_k, 0)  # vLLM's -1 means "all", as 0 does here
-    penalty = _number(payload.get("repetition_penalty"), "repetition_penalty", 0.0, 10.0)
+    penalty = _number(payload.get("repetition_penalty"), "repetition_penalty", MIN_REPETITION_PENALTY,
+                      MAX_REPETITION_PENALTY)
     if penalty is not None:
-        if penalty == 0:
-            raise bad_request("repetition_penalty must be > 0", param="repetition_penalty")
         fields["repetition_penalty"] = penalty
     if payload.get("seed") is not None:
-        fields["seed"] = _int(payload["seed"], "seed")
+        seed = _int(payload["seed"], "seed")
+        if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+            raise bad_request(f"seed must be a 64-bit integer, between {SEED_RANGE[0]} and {SEED_RANGE[1]}",
+                              param="seed")
+        fields["seed"] = seed
     if payload.get("min_tokens") is not None:
         min_tokens = _int(payload["min_tokens"], "min_tokens")
         if not 0 <= min_tokens <= max_tokens:
@@ -216,6 +233,8 @@ def _stop_strings(stop: Any) -> tuple[str, ...]:
     if len(stops) > MAX_STOPS or any(len(s) > MAX_STOP_CHARS for s in stops):
         raise bad_request(f"stop takes at most {MAX_STOPS} strings of at most {MAX_STOP_CHARS} characters",
                           param="stop")
+    for s in stops:
+        _check_unicode(s, "stop")
     return tuple(stops)
 
 
@@ -249,8 +268,7 @@ def parse_transcription(form: dict[str, Any], settings: ServeSettings) -> Transc
         temperature = float(form.get("temperature") or 0.0)
     except ValueError:
         raise bad_request("temperature must be a number", param="temperature") from None
-    if not 0.0 <= temperature <= 1.0:
-        raise bad_request("temperature must be between 0 and 1", param="temperature")
+    temperature = _temperature(temperature, 1.0)  # OpenAI's range for transcription
     return TranscriptionRequest(language and language.lower(), fmt, temperature)
 
 
@@ -268,6 +286,24 @@ def _int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise bad_request(f"{name} must be an integer", param=name)
     return int(value)
+
+
+def _temperature(value: Any, hi: float) -> float | None:
+    """0 (greedy) or a number in [GREEDY_BELOW_TEMPERATURE, hi]; see the bounds at the top of this module."""
+    t = _number(value, "temperature", 0.0, hi)
+    if t is not None and 0 < t < GREEDY_BELOW_TEMPERATURE:
+        raise bad_request(f"temperature must be 0 (greedy) or between {GREEDY_BELOW_TEMPERATURE:g} and {hi:g}",
+                          param="temperature")
+    return t
+
+
+def _check_unicode(text: str, param: str) -> None:
+    """JSON may carry a lone surrogate ("\\ud800"); it is not text and cannot be tokenized."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request(f"{param}: the text holds a lone surrogate (U+D800-U+DFFF), which is not valid Unicode",
+                          "invalid_text", param) from None
 
 
 def _number(value: Any, name: str, lo: float, hi: float) -> float | None:

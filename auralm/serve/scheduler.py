@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from auralm.infer.engine import DecodeBatch, DecodeStep, Row, stack_inputs
+from auralm.infer.engine import DecodeBatch, DecodeStep, Row, finish_reason, stack_inputs
 from auralm.infer.generate import TextDeltas
 from auralm.infer.sampling import GenerationConfig
 from auralm.serve.errors import ServeError
@@ -96,8 +96,10 @@ class Job:
         tail += self._stop_text.flush()
         if tail:
             self._send(Delta(tail))
-        stopped = self._stop_text.stopped or row.new_tokens[-1] in self.config.stop_token_ids
-        self._send(Finished("stop" if stopped else "length", self.prompt_tokens, len(row.new_tokens)))
+        # A stop string may complete only in the flushed tail; otherwise the row ended by the engine's rule.
+        reason = "stop" if self._stop_text.stopped else finish_reason(self.config, row.new_tokens)
+        assert reason is not None, "a row that no stop string ended must have ended by the stopping rule"
+        self._send(Finished(reason, self.prompt_tokens, len(row.new_tokens)))
 
     def fail(self, error: ServeError) -> None:
         self.failed = True

@@ -25,8 +25,13 @@ class ServeSettings:
     retry_after_seconds: int = 1  # the Retry-After a 429 carries
     max_body_bytes: int = 32 * MB  # a request body larger than this is refused while it is read (413)
     max_audio_bytes: int = 20 * MB  # one audio's encoded bytes (inline, uploaded or fetched)
-    max_audio_seconds: float = 300.0  # decoded chat audio per request, all clips together; decoding stops past it
-    max_transcribe_seconds: float = 1800.0  # decoded audio of one transcription (decoded in 30 s windows)
+    # Decoded chat audio per request, all clips together; decoding stops past it. Below the library's 20 min
+    # (auralm.audio.DEFAULT_MAX_SECONDS): a chat prompt holds all of it at once (25 tokens/s, so 5 min is 7,500 of
+    # the max_prompt_tokens) in a batch shared with other clients.
+    max_audio_seconds: float = 300.0
+    # Decoded audio of one transcription. Above the library's bound: each 30 s window is its own prompt, so a long
+    # recording costs decoding time, not prompt length; 30 min covers a long meeting.
+    max_transcribe_seconds: float = 1800.0
     max_audios: int = 8  # audio clips per request
     max_prompt_tokens: int = 8192  # prompt tokens (audio placeholders included)
     max_tokens_limit: int = 1024  # the largest max_tokens a request may ask for

@@ -8,7 +8,7 @@ answers with are in EVENT_NAMES / SCENE_NAMES / INSTRUMENTS.
 import numpy as np
 import scipy.signal
 
-SAMPLE_RATE = 16_000
+from auralm.audio.geometry import SAMPLE_RATE
 
 EVENT_NAMES = {
     "beep": "beep",

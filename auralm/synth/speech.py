@@ -14,11 +14,12 @@ import scipy.linalg
 import scipy.signal
 import soundfile as sf
 
+from auralm.audio.geometry import SAMPLE_RATE
 from auralm.synth.voices import Voice
 
-SAMPLE_RATE = 16_000
 ESPEAK_RATE = 22_050
 _UP, _DOWN = 320, 441  # SAMPLE_RATE / ESPEAK_RATE in lowest terms
+assert SAMPLE_RATE * _DOWN == ESPEAK_RATE * _UP
 # A sample belongs to a word when it is louder than this fraction (-60 dB) of the word's peak; it cuts the
 # digital silence espeak-ng puts around every utterance and keeps weak onsets such as the h of "his".
 TRIM_FRACTION = 0.001

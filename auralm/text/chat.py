@@ -102,15 +102,13 @@ def render_chat(
         raise ChatTemplateError(f"the chat template failed to render: {err}") from None
 
 
-def audio_items(conversation: list[dict[str, Any]]) -> list[Any]:
-    """The audio sources of a conversation in template order (the `audio` value, else the `audio_url`)."""
-    out = []
-    for m in validate_conversation(conversation):
-        if isinstance(m["content"], list):
-            for item in m["content"]:
-                if item.get("type") == "audio" or "audio" in item or "audio_url" in item:
-                    out.append(item["audio"] if "audio" in item else item["audio_url"])
-    return out
+def audio_items(conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The audio items of a conversation (each with an `audio` or `audio_url`) in the order the template numbers
+    them."""
+    return [
+        item for m in validate_conversation(conversation) if isinstance(m["content"], list)
+        for item in m["content"] if item.get("type") == "audio" or "audio" in item or "audio_url" in item
+    ]
 
 
 def read_chat_template(folder: Path) -> str | None:

@@ -93,7 +93,10 @@ class DataConfig:
         256  # rows sorted by length together before batching: larger = less padding, less mixing
     )
     num_workers: int = 0  # DataLoader worker processes that load audio and compute features
-    max_audio_seconds: float = 120.0  # longest clip accepted (longer clips are split into 30 s windows)
+    # Longest clip accepted (longer clips are split into 30 s windows). Below the library's 20 min
+    # (auralm.audio.DEFAULT_MAX_SECONDS): a training row holds its whole clip, and at 25 audio tokens/s 2 min is
+    # already 3,000 of the 4,096-token micro-batch budget; a longer clip in a manifest is most likely a mistake.
+    max_audio_seconds: float = 120.0
     dev_max_batches: int = 0  # dev micro-batches per evaluation (0 = the whole dev set)
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     cache_encoder: bool = False  # compute frozen-encoder outputs once and train from the cache
