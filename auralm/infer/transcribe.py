@@ -2,11 +2,13 @@
 
 Windows are cut at quiet spots and overlap by `OVERLAP_SECONDS`, so a word cut at one window's edge is whole in the
 other. At each seam the longest run of words that ends the previous transcript and starts the next one (compared
-without case and punctuation) is kept once.
+without case and punctuation) is kept once. Each window decodes within `window_budget` tokens, the one rule of the
+library, the CLI, the demo and the server.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,6 +20,26 @@ from auralm.audio.geometry import SAMPLE_RATE
 
 OVERLAP_SECONDS = 1.5
 MAX_SEAM_WORDS = 12  # the overlap holds a few words; longer matches would be coincidences inside the text
+
+
+def transcript_budget(seconds: float, timestamps: bool = False) -> int:
+    """The most tokens a transcript of `seconds` of audio may take: 12 per second (30 with word times: two time
+    tokens per word) + 16. Fast speech runs at ~4 words or ~6-8 tokens per second (Whisper caps a 30 s window at
+    224 tokens), so real transcripts fit, while a model stuck repeating itself stops near the clip's length
+    instead of after the chat default of 256 tokens."""
+    return 16 + math.ceil(seconds * (30 if timestamps else 12))
+
+
+def window_budget(
+    seconds: float, timestamps: bool = False, max_new_tokens: int | None = None, cap: int | None = None,
+) -> int:
+    """The new-token budget of one window of `seconds`: the caller's `max_new_tokens` when given (an explicit limit
+    wins); else `transcript_budget(seconds, timestamps)`, lowered to `cap` where a front end bounds every window
+    (the server: its `default_max_tokens`, since OpenAI's transcription API takes no token limit)."""
+    if max_new_tokens is not None:
+        return max_new_tokens
+    budget = transcript_budget(seconds, timestamps)
+    return budget if cap is None else min(cap, budget)
 
 
 @dataclass
