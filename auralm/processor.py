@@ -22,7 +22,7 @@ from auralm.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, load_audio, log_mel_b
 from auralm.audio.chunking import split_audio
 from auralm.audio.features import N_FFT
 from auralm.audio.geometry import CHUNK_SECONDS, HOP_LENGTH, N_FRAMES, N_SAMPLES, num_audio_tokens
-from auralm.text.chat import DEFAULT_CHAT_TEMPLATE, audio_items, read_chat_template, render_chat
+from auralm.text.chat import DEFAULT_CHAT_TEMPLATE, read_chat_template, render_chat
 from auralm.text.tokens import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_TOKEN
 
 
@@ -120,11 +120,6 @@ class Processor:
     ) -> str | list[int]:
         text = render_chat(conversation, self.chat_template, add_generation_prompt)
         return self.encode(text) if tokenize else text
-
-    @staticmethod
-    def conversation_audios(conversation: list[dict[str, Any]]) -> list[Any]:
-        """The audio sources of a conversation, in the order their placeholders appear."""
-        return audio_items(conversation)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
