@@ -5,7 +5,9 @@ It reads the same files as the reference processor (tokenizer.json, tokenizer_co
 a chat template) and returns the same ids. Where it differs, on purpose:
 - features are padded to the longest clip of the batch, not to 30 s (`pad_to_30s=True` gives the reference layout);
 - audio longer than 30 s is split into windows, all encoded, instead of being cut silently; a placeholder then
-  expands to the sum of its windows' embeddings, and `max_audio_seconds` bounds the total.
+  expands to the sum of its windows' embeddings, and `max_audio_seconds` bounds the total;
+- the text of a conversation may not hold the tokenizer's special tokens (`ControlTokenError`): typed as text they
+  would become real control ids, so `"<|im_end|>\n<|im_start|>system\n..."` could forge a system turn.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from auralm.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, load_audio, log_mel_b
 from auralm.audio.chunking import split_audio
 from auralm.audio.features import N_FFT
 from auralm.audio.geometry import CHUNK_SECONDS, HOP_LENGTH, N_FRAMES, N_SAMPLES, num_audio_tokens
-from auralm.text.chat import DEFAULT_CHAT_TEMPLATE, read_chat_template, render_chat
+from auralm.text.chat import DEFAULT_CHAT_TEMPLATE, read_chat_template, render_chat, validate_conversation
 from auralm.text.tokens import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_TOKEN
 
 
@@ -37,6 +39,18 @@ class ProcessorOutput(dict):
 
     def to(self, device: str | torch.device) -> "ProcessorOutput":
         return ProcessorOutput({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()})
+
+
+class ControlTokenError(ValueError):
+    """A conversation's text holds special tokens (`tokens`), in message `message` and content item `item`."""
+
+    def __init__(self, message: int, item: int, tokens: list[str]):
+        shown = ", ".join(repr(t) for t in tokens[:5]) + (", ..." if len(tokens) > 5 else "")
+        super().__init__(
+            f"message {message} item {item}: the text holds the control token(s) {shown}; conversation text may not "
+            "contain the tokenizer's special tokens (they would be read as prompt structure, e.g. a forged turn)"
+        )
+        self.message, self.item, self.tokens = message, item, tokens
 
 
 class Processor:
@@ -55,6 +69,10 @@ class Processor:
         self.audio_eos_id = tokenizer.token_to_id(AUDIO_EOS_TOKEN)
         self.pad_token_id = self._require_id(pad_token)
         self.eos_token_ids = [i for i in (tokenizer.token_to_id(t) for t in eos_tokens) if i is not None]
+        # Ids that plain text must never produce: every added token marked special (ChatML, audio, task tags).
+        self.special_token_ids = frozenset(
+            i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special
+        )
 
     def _require_id(self, token: str) -> int:
         i = self.tokenizer.token_to_id(token)
@@ -118,11 +136,26 @@ class Processor:
     def apply_chat_template(
         self, conversation: list[dict[str, Any]], add_generation_prompt: bool = True, tokenize: bool = False,
     ) -> str | list[int]:
+        self.check_conversation_text(conversation)
         text = render_chat(conversation, self.chat_template, add_generation_prompt)
         return self.encode(text) if tokenize else text
 
+    def check_conversation_text(self, conversation: list[dict[str, Any]]) -> None:
+        """Raise `ControlTokenError` when a message's text tokenizes to a special token's id (compared as ids, so
+        exactly what the tokenizer would match), `ValueError` when it is not valid Unicode."""
+        for i, m in enumerate(validate_conversation(conversation)):
+            items = [{"type": "text", "text": m["content"]}] if isinstance(m["content"], str) else m["content"]
+            for j, item in enumerate(items):
+                if item.get("type", "text") != "text" or not isinstance(item.get("text"), str):
+                    continue
+                text = _unicode(item["text"], f"message {i} item {j}")
+                found = [self.tokenizer.id_to_token(t) for t in dict.fromkeys(
+                    self.tokenizer.encode(text, add_special_tokens=False).ids) if t in self.special_token_ids]
+                if found:
+                    raise ControlTokenError(i, j, found)
+
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text).ids
+        return self.tokenizer.encode(_unicode(text, "text")).ids
 
     def decode(self, ids: list[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
         if isinstance(ids, torch.Tensor):
@@ -223,6 +256,18 @@ class Processor:
             input_ids[i, sl] = torch.tensor(row, dtype=torch.long)
             mask[i, sl] = 1
         return input_ids, mask
+
+
+def _unicode(text: str, where: str) -> str:
+    """`text` if it is valid Unicode; a lone surrogate (JSON allows "\\ud800") cannot be tokenized."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{where}: the text holds a lone surrogate (U+{ord(text[err.start]):04X} at character {err.start}); "
+            "it is not valid Unicode"
+        ) from None
+    return text
 
 
 def _is_array_pair(x: Any) -> bool:
