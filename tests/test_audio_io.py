@@ -424,3 +424,20 @@ def test_joined_mp3_is_decoded_to_the_end(tmp_path: Path) -> None:
     x = load_audio(joined)
     assert abs(len(x) / SAMPLE_RATE - 6.0) < 0.2
     assert abs(dominant_frequency(x[-16000:], SAMPLE_RATE) - 880) < 5
+
+
+@pytest.mark.parametrize("rate", [1, 8, 999])
+def test_sample_rates_below_the_floor_are_refused_before_decoding(tmp_path: Path, rate: int) -> None:
+    """A 444-byte WAV at 1 Hz declares 200 s: resampling it to 16 kHz cost ~50 s of CPU before the floor."""
+    sf.write(tmp_path / "slow.wav", tone(0.1, rate, 200 / rate), rate, subtype="PCM_16")  # 200 samples
+    assert (tmp_path / "slow.wav").stat().st_size < 1000
+    start = time.monotonic()
+    err = assert_audio_error(tmp_path / "slow.wav", f"sample rate {rate} Hz", name="slow.wav")
+    assert "1000 Hz" in str(err)
+    assert_audio_error((tmp_path / "slow.wav").read_bytes(), f"sample rate {rate} Hz", name="<bytes>")
+    assert_audio_error((tone(0.1, rate, 2.0), rate), f"sample rate {rate} Hz", name="<array>")
+    assert time.monotonic() - start < 1.0
+
+
+def test_the_sample_rate_floor_itself_loads() -> None:
+    assert len(load_audio((tone(100.0, 1000, 0.5), 1000))) == 8000

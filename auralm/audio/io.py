@@ -31,6 +31,10 @@ AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | tu
 DEFAULT_MAX_SECONDS = 1200.0
 RESAMPLE_QUALITY = "HQ"  # soxr's high-quality preset (its default for one-shot resampling)
 _BLOCK_FRAMES = 1 << 16  # frames per soundfile read: ~1.4 s at 48 kHz, a few MB even for many channels
+# The lowest source rate accepted. Telephone audio is 8 kHz, and nothing below 1 kHz holds speech or most sounds;
+# a lower rate turns a few bytes into minutes of audio after resampling (a 444-byte WAV at 1 Hz is 200 s, ~50 s of
+# CPU), so it is refused from the header, before anything is decoded.
+MIN_SOURCE_RATE = 1000
 _MAX_CHANNELS = 64  # an array's smaller axis above this is not a plausible channel axis
 _NO_AUDIO_STREAM = "not a recognised audio file: no audio stream in what FFmpeg reads it as"
 
@@ -41,6 +45,10 @@ class AudioError(ValueError):
 
 class AudioTooLong(AudioError):
     """The audio is longer than the `max_seconds` limit (decoding stopped at the limit)."""
+
+
+class AudioRateTooLow(AudioError):
+    """The audio's sample rate is below `MIN_SOURCE_RATE` (refused before decoding)."""
 
 
 def _describe(source: object) -> str:
@@ -118,6 +126,10 @@ class _MonoSink:
         """Fixes the source rate; rejects a declared length over the limit before anything is decoded."""
         if source_rate <= 0:
             raise AudioError(f"{self.name}: corrupt audio: sample rate {source_rate} Hz")
+        if source_rate < MIN_SOURCE_RATE:
+            raise AudioRateTooLow(
+                f"{self.name}: sample rate {source_rate} Hz is below the lowest accepted rate of {MIN_SOURCE_RATE} Hz"
+            )
         self.source_rate = source_rate
         if self.max_seconds is not None:
             self._max_frames = math.floor(self.max_seconds * source_rate)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from auralm.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio
+from auralm.audio.io import MIN_SOURCE_RATE, AudioRateTooLow
 from auralm.serve.errors import ServeError, bad_request, too_large
 from auralm.serve.fetch import AudioFetcher
 from auralm.serve.settings import AUDIO_FORMATS
@@ -79,6 +80,9 @@ class AudioReader:
             wave = load_audio(data, SAMPLE_RATE, max_seconds=self.seconds_left)
         except AudioTooLong:
             raise self._too_long(where) from None
+        except AudioRateTooLow:
+            raise ServeError(422, f"{where}: the audio's sample rate is below {MIN_SOURCE_RATE} Hz",
+                             "audio_rate_too_low", where) from None
         except AudioError:
             # One fixed message, so decoder internals never reach the client.
             raise ServeError(422, f"{where}: the audio could not be decoded (not a supported audio file, or corrupt)",
