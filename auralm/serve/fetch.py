@@ -3,9 +3,13 @@
 http(s): off unless domains are allowed. The host must be on the allowlist; every address it resolves to must be
 public (not private, loopback, link-local, multicast, reserved or unspecified, IPv4 inside IPv6 included); the
 connection goes to the address that was checked, so a DNS answer that changes between check and use (rebinding)
-cannot redirect it; each redirect is checked the same way; the download has a deadline and stops at the byte cap.
+cannot redirect it; each redirect is checked the same way; the download has a deadline and stops at the byte cap,
+counted on the bytes as they arrive. Compressed responses (Content-Encoding) are refused, never decompressed: a
+1 MB gzip body can expand to gigabytes before any cap on decompressed chunks sees it.
 
-file://: off unless a folder is allowed; the path is resolved (symlinks followed) and must stay inside that folder.
+file://: off unless a folder is allowed; the path is resolved (symlinks followed) and must stay inside that folder,
+and it must name a regular file: it is opened without blocking (a FIFO would wait forever for a writer) and the
+opened descriptor is checked, so a directory, FIFO, socket or device is refused and the descriptor always closed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-
 _REDIRECTS = (301, 302, 303, 307, 308)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _CHUNK = 64 * 1024
+# O_NOFOLLOW: a symlink swapped in after resolve() is not followed out of the folder. O_NONBLOCK: opening a FIFO
+# returns at once instead of waiting for a writer (reads of regular files ignore it).
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def system_resolve(host: str, port: int) -> list[str]:
@@ -96,25 +103,42 @@ class AudioFetcher:
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise bad_request("file:// URLs must name a local path", "path_not_allowed")
-        # Resolve without requiring existence first, so a refusal does not tell which outside paths exist.
-        path = Path(unquote(parts.path)).resolve()
+        raw = unquote(parts.path)
+        if "\0" in raw:  # no file name holds one; the OS would refuse it with a ValueError
+            raise bad_request("the file path holds a NUL byte", "invalid_url")
+        try:
+            # Resolve without requiring existence first, so a refusal does not tell which outside paths exist.
+            path = Path(raw).resolve()
+        except (OSError, RuntimeError):  # a symlink loop, a name too long
+            raise bad_request("the file path cannot be resolved", "invalid_url") from None
         if not path.is_relative_to(folder):
             raise bad_request("the file is outside the folder this server may read", "path_not_allowed")
         try:
-            # O_NOFOLLOW: a symlink swapped in after resolve() is not followed out of the folder.
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a device can itself act
+                raise self._not_a_file()
+            fd = os.open(path, _OPEN_FLAGS)
         except OSError:
             raise bad_request("the audio file does not exist or cannot be read", "file_not_found") from None
-        with os.fdopen(fd, "rb") as f:
-            info = os.fstat(f.fileno())
+        try:
+            info = os.fstat(fd)  # the file actually opened: the path may have been swapped since the stat
             if not stat.S_ISREG(info.st_mode):
-                raise bad_request("the audio path is not a regular file", "file_not_found")
+                raise self._not_a_file()
             if info.st_size > self.policy.max_bytes:
                 raise self._too_big()
-            data = f.read(self.policy.max_bytes + 1)
-        if len(data) > self.policy.max_bytes:  # grew while reading
+            chunks, size = [], 0
+            while size <= self.policy.max_bytes:
+                chunk = os.read(fd, min(16 * _CHUNK, self.policy.max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError:
+            raise bad_request("the audio file does not exist or cannot be read", "file_not_found") from None
+        finally:
+            os.close(fd)
+        if size > self.policy.max_bytes:  # grew while reading
             raise self._too_big()
-        return data
+        return b"".join(chunks)
 
     # ---- http(s):// ----------------------------------------------------------------------------------------
     def _download(self, url: str) -> bytes:
@@ -187,11 +211,15 @@ class AudioFetcher:
     def _body(self, response: httpx.Response, deadline: float) -> bytes:
         if response.status_code != 200:
             raise bad_request(f"the audio URL answered HTTP {response.status_code}", "fetch_failed")
+        if response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+            # Asked for identity; decompressing is how a small body becomes a huge one, so it is never done.
+            raise bad_request("the audio URL answered with a compressed body (Content-Encoding); serve the audio "
+                              "file uncompressed", "compressed_response")
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.policy.max_bytes:
             raise self._too_big()
         chunks, size = [], 0
-        for chunk in response.iter_bytes(_CHUNK):
+        for chunk in response.iter_raw(_CHUNK):  # the bytes on the wire: nothing expands them before the count
             size += len(chunk)
             if size > self.policy.max_bytes:
                 raise self._too_big()
@@ -199,6 +227,9 @@ class AudioFetcher:
                 raise self._timed_out()
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _not_a_file(self) -> ServeError:
+        return bad_request("the audio path is not a regular file (a directory, FIFO, socket or device)", "not_a_file")
 
     def _too_big(self) -> ServeError:
         return too_large(f"an audio is larger than this server's limit of {self.policy.max_bytes} bytes",
