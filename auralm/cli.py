@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from auralm.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE
+from auralm.audio import DEFAULT_MAX_SECONDS
 from auralm.version import __version__
 
 # Commands that live with their subsystem: each module has add_parser(subparsers) and run(args) -> int.
@@ -67,7 +67,8 @@ def cmd_transcribe(args) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        result = chat.transcribe((wave, SAMPLE_RATE), language=args.language, progress=progress)
+        # The wave is decoded under --max-audio-seconds already; the processor's own limit must not apply again.
+        result = chat.transcribe_wave(wave, language=args.language, progress=progress)
         bar.close()
         text = format_transcript(result, args.format)
         if args.output_dir:
