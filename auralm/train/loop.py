@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from auralm.data.collate import Collator
 from auralm.data.dataset import TrainingDataset
@@ -240,8 +241,6 @@ class Trainer:
     def fit(self, on_step: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
         """Train until `total_steps`; returns the metric records of this call. `on_step(step)` runs after each
         optimizer step (and its checkpoint), e.g. to stop early in tests."""
-        from tqdm import tqdm
-
         cfg, pos = self.cfg, self.position
         self.engine.train()
         records: list[dict[str, Any]] = []
@@ -303,27 +302,3 @@ class Trainer:
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
-
-def plot_losses(metrics_path: str | Path, png_path: str | Path, title: str = "") -> None:
-    """Training loss (and dev loss, when logged) against the step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = read_metrics(metrics_path)
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    dev = [(r["step"], r["dev_loss"]) for r in records if "dev_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if train:
-        ax.plot(*zip(*train), label="train", linewidth=1.2)
-    if dev:
-        ax.plot(*zip(*dev), "o-", label="dev", linewidth=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)

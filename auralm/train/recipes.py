@@ -22,23 +22,28 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
+from auralm.checkpoint.qwen_tokenizer import qwen2_audio_tokenizer
 from auralm.config import AudioLMConfig, preset
 from auralm.data.collate import Collator
 from auralm.data.dataset import DataError, TrainingDataset, load_examples
+from auralm.data.feature_cache import EncoderCache, encoder_fingerprint, fill_cache
 from auralm.data.sampler import BatchPlan, Group
 from auralm.data.specaug import SpecAugment
 from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
+from auralm.text.formats import TAG_TOKENS
 from auralm.train.checkpointing import Checkpointer
 from auralm.train.config import BUILTIN_TOKENIZER, TrainConfig, TrainConfigError
 from auralm.train.distributed import DistInfo, barrier, init_distributed, shutdown, unwrap, wrap_engine
 from auralm.train.freeze import apply_freeze, trainable_summary
-from auralm.train.loop import Trainer, plot_losses, read_metrics
+from auralm.train.loop import Trainer, read_metrics
 from auralm.train.lora import adapters_disabled, apply_lora, lora_layers, merge_lora, save_adapter
 from auralm.train.objective import TrainModule
 from auralm.train.optim import build_optimizer, build_scheduler
+from auralm.train.plot import plot_losses
 
 
 @dataclass
@@ -57,9 +62,6 @@ class RunResult:
 def load_processor(cfg: TrainConfig) -> Processor:
     """The processor of `model.tokenizer` (a folder, or 'qwen2-audio'), else of the model folder."""
     if cfg.model.tokenizer == BUILTIN_TOKENIZER:
-        from auralm.checkpoint.qwen_tokenizer import qwen2_audio_tokenizer
-        from auralm.text.formats import TAG_TOKENS
-
         n_mels = (
             AudioLMConfig.from_pretrained(cfg.model.path) if cfg.model.path else preset(cfg.model.preset)
         ).encoder.n_mels
@@ -265,10 +267,10 @@ def _train(cfg: TrainConfig, info: DistInfo, on_step: Callable[[int], None] | No
         print(f"{out}: already trained for {total_steps} steps; exporting")
 
     final_dir, adapter_dir = export(cfg, info, engine, processor)
-    if info.is_main and cfg.log.plot:
-        plot_losses(trainer.metrics_path, out / "loss.png", title=f"auralm {cfg.recipe}")
     barrier(info)
     metrics = read_metrics(trainer.metrics_path) if trainer.metrics_path.exists() else []
+    if info.is_main and cfg.log.plot:
+        plot_losses(metrics, out / "loss.png", title=f"auralm {cfg.recipe}")
     return RunResult(out, final_dir, adapter_dir, trainer.position.step, metrics, counts)
 
 
@@ -276,8 +278,6 @@ def _attach_encoder_cache(
     cfg: TrainConfig, info: DistInfo, model: AudioLM, datasets: list[TrainingDataset]
 ) -> None:
     """Encode every clip once with the frozen encoder (each process a share), then train from the cache."""
-    from auralm.data.feature_cache import EncoderCache, encoder_fingerprint, fill_cache
-
     cache = EncoderCache(
         cfg.data.cache_dir or Path(cfg.out_dir) / "encoder_cache", encoder_fingerprint(model)
     )
@@ -335,8 +335,6 @@ def _full_model(cfg: TrainConfig, info: DistInfo, engine: nn.Module) -> AudioLM 
     module = unwrap(engine)
     if not (cfg.distributed == "fsdp" and info.distributed):
         return module.model if info.is_main else None
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
     state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not info.is_main:
         return None
