@@ -142,10 +142,14 @@ ARCTIC_A0009_WAV = PinnedFile(  # 3.1 s
 )
 
 
+def cache_root() -> Path:
+    """auralm's cache: `$AURALM_CACHE`, or `~/.cache/auralm` when unset (assets, the assembled demo model)."""
+    return Path(os.environ.get("AURALM_CACHE") or Path.home() / ".cache" / "auralm")
+
+
 def cache_dir() -> Path:
-    """Where fetched files live: `$AURALM_CACHE/assets`, or `~/.cache/auralm/assets` when unset."""
-    root = os.environ.get("AURALM_CACHE") or Path.home() / ".cache" / "auralm"
-    return Path(root) / "assets"
+    """Where fetched files live: `cache_root() / "assets"`."""
+    return cache_root() / "assets"
 
 
 def fetch(file: PinnedFile) -> Path:

