@@ -9,10 +9,14 @@ A checkpoint is written into `step-N.tmp/`, every file fsynced, then the folder 
 parent fsynced: a folder named `step-N` is always complete, and a run killed mid-save (SIGKILL included) leaves
 only a `.tmp` folder that the next run deletes. Old checkpoints are renamed to `.deleting` before removal, so a
 kill during rotation cannot leave a half-deleted folder that looks complete.
+
+One trainer per run folder: `RunLock` holds OUT_DIR/train.lock for the whole run. Two trainers in one folder would
+delete each other's `.tmp` saves and interleave checkpoints; the second one refuses instead, naming the first's PID.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -39,10 +43,71 @@ STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "state.json"
 MODEL_FILE = "trainable.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
+LOCK_FILE = "train.lock"
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be resumed from (different run layout, or files missing)."""
+
+
+class RunLocked(RuntimeError):
+    """Another live trainer holds the run folder."""
+
+
+class RunLock:
+    """OUT_DIR/train.lock, held with `flock` by the one trainer writing the folder; it holds that trainer's PID.
+
+    The kernel releases a flock when its process ends, however it ends (SIGKILL included), so a lock file left by a
+    dead trainer is free and the next trainer takes it over (`taken_over_from` is the PID it names). Deciding by the
+    PID alone would be fooled by PID reuse. The file stays after release (removing it would race with a trainer that
+    has it open); it is emptied, and its content is only ever read for messages.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.taken_over_from: int | None = None
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise RunLocked(
+                f"{self.folder} is in use by another trainer (PID {holder if holder is not None else 'unknown'}); "
+                "wait for it to finish or stop it, or train into another out_dir"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self.taken_over_from = _read_pid(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+    return int(text) if text.isdigit() else None
 
 
 # ---- random states -----------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from auralm.data.specaug import SpecAugment
 from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
 from auralm.text.formats import TAG_TOKENS
-from auralm.train.checkpointing import Checkpointer
+from auralm.train.checkpointing import Checkpointer, RunLock
 from auralm.train.config import BUILTIN_TOKENIZER, TrainConfig, TrainConfigError
 from auralm.train.distributed import DistInfo, barrier, init_distributed, shutdown, unwrap, wrap_engine
 from auralm.train.freeze import apply_freeze, trainable_summary
@@ -201,9 +201,14 @@ def train(cfg: TrainConfig, on_step: Callable[[int], None] | None = None) -> Run
     `on_step(step)` runs after every optimizer step and its checkpoint (progress hooks, tests)."""
     cfg.validate()
     info = init_distributed(cfg.device)
+    lock = RunLock(cfg.out_dir) if info.is_main else None  # rank 0 writes the folder; a second trainer refuses
     try:
+        if lock is not None:
+            lock.acquire()
         return _train(cfg, info, on_step)
     finally:
+        if lock is not None:
+            lock.release()
         shutdown()
 
 
