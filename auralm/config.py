@@ -55,6 +55,10 @@ class DecoderConfig:
     max_positions: int = 8192  # longest sequence the model was trained for (informational; RoPE has no table)
     tie_embeddings: bool = False  # the output layer reuses the input embedding matrix
     qkv_bias: bool = True  # q/k/v projections carry a bias (Qwen2); o_proj never does
+    # Qwen (v1) long-context rules, both off for Qwen2 and both inference-only (off in training mode):
+    rope_dynamic_ntk: bool = False  # per row, RoPE base x alpha^(Dh/(Dh-2)) from its prompt length at prefill
+    logn_attention: bool = False  # queries at position p >= trained_length scaled by log(p+1) / log(trained_length)
+    trained_length: int = 2048  # context the two rules above measure from (Qwen v1 `seq_length`)
 
     def __post_init__(self) -> None:
         if self.n_heads % self.n_kv_heads:
@@ -72,6 +76,9 @@ class AudioLMConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     audio_token_id: int = 151646  # id of `<|AUDIO|>`; each one is replaced by one projected audio frame
+    # Qwen-Audio (v1): id of `<audio>` (`</audio>` is the next id); both take their embeddings from the
+    # encoder's own `audio_bos_eos_token` table instead of the LLM's. None for Qwen2-Audio.
+    audio_start_id: int | None = None
 
     # ---- dict / JSON round trip of auralm's own layout -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -18,8 +18,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from auralm.checkpoint.qwen_v1 import is_qwen_v1_folder, load_qwen_v1, save_qwen_v1
 from auralm.config import AudioLMConfig, ConfigError
 from auralm.model.audiolm import AudioLM
+from auralm.model.qwen_v1 import QwenAudioV1
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -70,6 +72,8 @@ def load_audiolm(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder {folder} does not exist")
+    if is_qwen_v1_folder(folder):  # Qwen-Audio (v1): its own config names and key layout
+        return load_qwen_v1(folder, dtype=dtype, device=device)
     cfg = AudioLMConfig.from_pretrained(folder)
     with torch.device("meta"):
         model = AudioLM(cfg)
@@ -119,6 +123,11 @@ def save_audiolm(
     """Write config.json and safetensors in the released layout, and generation_config.json when
     `generation_defaults` (eos/pad ids, as `read_generation_defaults` returns them) are given; files appear
     atomically (temp + rename)."""
+    if isinstance(model, QwenAudioV1):  # written back in its own layout, which load_audiolm reads
+        save_qwen_v1(model, folder, max_shard_bytes=max_shard_bytes)
+        if generation_defaults:
+            _atomic_write_text(Path(folder) / "generation_config.json", json.dumps(generation_defaults, indent=2))
+        return
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

@@ -20,6 +20,8 @@ import torch
 
 from auralm.audio import SAMPLE_RATE, AudioError
 from auralm.checkpoint.hf import load_audiolm
+from auralm.checkpoint.qwen_v1 import is_qwen_v1_folder
+from auralm.checkpoint.qwen_v1_processor import QwenV1Processor
 from auralm.infer.engine import DecodeStep
 from auralm.infer.generate import generate_texts, stream_text
 from auralm.infer.registry import default_model_dir
@@ -77,7 +79,12 @@ class AudioChat:
         folder = Path(folder)
         options_path = folder / "auralm.json"
         options = json.loads(options_path.read_text()) if options_path.is_file() else {}
-        return cls(load_audiolm(folder, dtype=dtype), Processor.from_pretrained(folder), options)
+        if is_qwen_v1_folder(folder):  # Qwen-Audio (v1): its own tokenizer, prompts and transcription tags
+            processor: Processor = QwenV1Processor.from_pretrained(folder)
+            options = {**processor.prompt_options, **options}
+        else:
+            processor = Processor.from_pretrained(folder)
+        return cls(load_audiolm(folder, dtype=dtype), processor, options)
 
     # ---- building prompts ------------------------------------------------------------------------------
     def conversation(self, messages: str | list[dict[str, Any]], audio: Any = None) -> list[dict[str, Any]]:
@@ -94,6 +101,8 @@ class AudioChat:
             content = last["content"]
             content = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
             last["content"] = [{"type": "audio", "audio": a} for a in clips] + content
+        if isinstance(self.processor, QwenV1Processor):  # v1's `<audio>path</audio>` in the caller's own text
+            messages = self.processor.audio_tags_to_items(messages)
         return messages
 
     def inputs(self, conversations: list[list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
@@ -153,12 +162,14 @@ class AudioChat:
         cfg = self.config(**generation)
         explicit = generation.get("max_new_tokens", generation.get("max_tokens"))
         prompt = asr_prompt(language, timestamps, self.options)
+        # What a timestamps prompt forces of the answer (v1 ends it with "<|0.00|>"), put back before parsing.
+        forced = self.options.get("asr_timestamps_answer_prefix", "") if timestamps else ""
 
         def decode_window(samples: np.ndarray) -> str:
             inputs = self.processor(text=prompt, audio=samples)
             budget = window_budget(len(samples) / SAMPLE_RATE, timestamps, explicit, cap)
             # Time tokens are special tokens: keep them when word times are wanted.
-            return decode(inputs, replace(cfg, max_new_tokens=budget), not timestamps)[0]
+            return forced + decode(inputs, replace(cfg, max_new_tokens=budget), not timestamps)[0]
 
         result = transcribe_windows(wave, decode_window, progress, parse_words=parse_srwt if timestamps else None)
         result.language = language

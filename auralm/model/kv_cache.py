@@ -14,11 +14,16 @@ import torch
 
 @dataclass
 class KVCache:
-    """keys/values: (n_layers, B, Hkv, S_max, Dh). `pos` is the number of positions already written."""
+    """keys/values: (n_layers, B, Hkv, S_max, Dh). `pos` is the number of positions already written.
+
+    `rope_base` (B,) is each row's RoPE base when the decoder scales it per prompt (dynamic NTK, Qwen v1): fixed at
+    prefill, the keys in the cache were rotated with it, so the row's later tokens must use it too.
+    """
 
     keys: torch.Tensor
     values: torch.Tensor
     pos: int = 0
+    rope_base: torch.Tensor | None = None
 
     @classmethod
     def allocate(
@@ -51,6 +56,8 @@ class KVCache:
         """Keep only the given batch rows (finished rows leave the batch)."""
         self.keys = self.keys[:, rows]
         self.values = self.values[:, rows]
+        if self.rope_base is not None:
+            self.rope_base = self.rope_base[rows.to(self.rope_base.device)]
 
 
 @dataclass
@@ -98,4 +105,7 @@ def merge_right_aligned(caches: list[KVCache], valid: list[torch.Tensor], capaci
         values[:, b:b + n, :, P - c.pos:P] = c.values[:, :, :, :c.pos]
         mask[b:b + n, P - c.pos:P] = v[:, :c.pos]
         b += n
-    return KVCache(keys, values, P), mask
+    bases = [c.rope_base for c in caches]
+    if any(r is not None for r in bases) and not all(r is not None for r in bases):
+        raise ValueError("cannot merge caches with and without per-row RoPE bases (one model writes both)")
+    return KVCache(keys, values, P, torch.cat(bases) if bases[0] is not None else None), mask

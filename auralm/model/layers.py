@@ -46,14 +46,19 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(
-    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+    positions: torch.Tensor, head_dim: int, theta: float | torch.Tensor, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables for rotate-half RoPE at the given positions.
 
-    positions: (B, T) integer positions. Returns cos, sin of shape (B, 1, T, Dh), computed in fp32 and cast to dtype
-    (the reference computes the angles in fp32 too, so bf16 models round the same way).
+    positions: (B, T) integer positions; theta: the base, or one base per row (B,) (dynamic NTK scaling). Returns
+    cos, sin of shape (B, 1, T, Dh), computed in fp32 and cast to dtype (the reference computes the angles in fp32
+    too, so bf16 models round the same way).
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    exponents = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim  # (Dh/2,)
+    if isinstance(theta, torch.Tensor):
+        inv_freq = 1.0 / (theta.to(positions.device, torch.float32)[:, None, None] ** exponents)  # (B, 1, Dh/2)
+    else:
+        inv_freq = 1.0 / (theta ** exponents)
     angles = positions.float()[..., None] * inv_freq  # (B, T, Dh/2)
     emb = torch.cat([angles, angles], dim=-1)  # (B, T, Dh): the two halves share frequencies (NeoX layout)
     return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
