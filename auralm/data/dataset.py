@@ -36,7 +36,13 @@ from auralm.data.sampler import Group
 from auralm.data.specaug import SpecAugment
 from auralm.processor import Processor
 from auralm.text.chat import render_chat
-from auralm.text.formats import IM_END  # ends every ChatML turn; part of the loss after an assistant turn
+from auralm.text.formats import (
+    IM_END,  # ends every ChatML turn; part of the loss after an assistant turn
+    FormatError,
+    chatml_segments,
+    render,
+    to_messages,
+)
 from auralm.text.tokens import AUDIO_MARKER, AUDIO_TOKEN
 
 
@@ -60,8 +66,6 @@ class Example:
 def task_example(record: dict[str, Any], convention: str) -> Example:
     """A pre-training row: the formats module's prompt (audio placeholders first) and its target (the answer
     and `<|endoftext|>`), in the Qwen2-Audio natural-language ('nl') or Qwen-Audio tag ('tags') convention."""
-    from auralm.text.formats import render
-
     rendered = render(record, convention)
     return Example(
         [(rendered.prompt, False), (rendered.target, True)],
@@ -129,8 +133,6 @@ def chat_example(record: dict[str, Any], template: str | None) -> Example:
     """
     audios = list(record.get("audios", []))
     if template is None:
-        from auralm.text.formats import chatml_segments
-
         segments = [(s.text, s.trained) for s in chatml_segments(record["messages"])]
         last = max(i for i, (_, trained) in enumerate(segments) if trained)
         segments = _merge_adjacent(segments[: last + 1])
@@ -173,8 +175,6 @@ def load_examples(
     task records as one-turn chats), dpo takes preference pairs; other rows are skipped and counted, so one
     manifest can feed every stage. Malformed lines are warned about and skipped; no usable row is an error.
     """
-    from auralm.text.formats import FormatError, to_messages
-
     records, errors = load_manifest(path)
     for err in errors[:10]:
         warnings.warn(f"skipped: {err}", stacklevel=2)

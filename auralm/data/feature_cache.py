@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
 from auralm.audio.chunking import split_audio
 from auralm.data.dataset import DataError, TrainingDataset
@@ -131,7 +132,5 @@ def _chunks(items: list[str], n: int) -> Iterable[list[str]]:
         yield items[start : start + n]
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
+def _progress(total: int, enabled: bool) -> tqdm:
     return tqdm(total=total, desc="encoding audio for the cache", unit="clip", disable=not enabled)

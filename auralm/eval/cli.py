@@ -17,16 +17,19 @@ import os
 import sys
 from pathlib import Path
 
-from auralm.eval.importers import IMPORTERS
+from tqdm import tqdm
+
+from auralm.eval import report as reports
+from auralm.eval.importers import IMPORTERS, import_dataset
+from auralm.eval.runner import ModelPredictor, RunConfig, check_run_identity, evaluate
+from auralm.eval.suites import SUITES, suite
+from auralm.eval.tasks import STYLES
 
 JUDGE_KEY_ENV = "AURALM_JUDGE_API_KEY"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `eval` and `data import` on the CLI's subparsers."""
-    from auralm.eval.suites import SUITES
-    from auralm.eval.tasks import STYLES
-
     p = subparsers.add_parser("eval", help="evaluate a model on a suite of tasks (resumable, torchrun-ready)")
     p.add_argument(
         "--model", metavar="DIR", help="Hugging Face Qwen2-Audio folder (default: the embedded demo model)"
@@ -74,8 +77,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from auralm.eval.importers import import_dataset
-
     summary = import_dataset(args.name, args.src, args.out)
     for path, count in summary.manifests.items():
         print(f"{path}: {count} records")
@@ -103,6 +104,7 @@ def _judge(args: argparse.Namespace):
         return None
     if not (args.judge_url and args.judge_model):
         raise ValueError("--judge-url and --judge-model go together")
+    # Imported here: it loads httpx, which only a judged run needs.
     from auralm.eval.judge_client import JudgeClient, JudgeSettings
 
     return JudgeClient(
@@ -111,12 +113,9 @@ def _judge(args: argparse.Namespace):
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: they load torch and the model stack, which `auralm --help` does not need.
     import torch
-    from tqdm import tqdm
 
-    from auralm.eval import report as reports
-    from auralm.eval.runner import ModelPredictor, RunConfig, check_run_identity, evaluate
-    from auralm.eval.suites import suite
     from auralm.infer.api import load
     from auralm.train.distributed import init_distributed, shutdown
 

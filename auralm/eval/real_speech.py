@@ -19,16 +19,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from auralm.audio import SAMPLE_RATE, load_audio
 from auralm.checkpoint import assets
 from auralm.checkpoint.assets import AssetError, PinnedFile, fetch_all
 from auralm.eval.metrics import wer_details
-from auralm.infer.api import load
-
-if TYPE_CHECKING:
-    from auralm.infer.api import AudioChat
+from auralm.infer.api import AudioChat, load
 
 HYPOTHESIS_COLUMN = 60  # characters of each hypothesis shown in the table
 

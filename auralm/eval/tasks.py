@@ -160,7 +160,9 @@ def _template_fields(record: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Scorers. Each takes (task, records, answers) and returns Scores. Metrics come from auralm.eval.metrics.
+# Scorers. Each takes (task, records, answers) and returns Scores. Metrics come from auralm.eval.metrics, imported
+# inside each scorer: it needs the [eval] extra (jiwer, sacrebleu), which defining and listing tasks (the runner,
+# `auralm eval --help`) does not.
 
 
 def score_wer(task: Task, records: list[dict], answers: list[str]) -> Scores:
@@ -288,7 +290,7 @@ def _parse_note(answer: str):
     """A note answer in Qwen-Audio's tag format, or in the natural-language format of `auralm.text.formats`
     ("clarinet, E4 (MIDI 64), soft"; the loudness word maps to the synthetic world's MIDI velocity)."""
     from auralm.eval.metrics import NoteAnalysis, parse_note_analysis
-    from auralm.synth.signals import VELOCITIES
+    from auralm.synth.signals import VELOCITIES  # here, not at the top: synth.signals loads scipy (~2 s)
 
     tagged = parse_note_analysis(answer)
     found = _NL_NOTE.match(answer)

@@ -21,6 +21,10 @@ import re
 import sys
 from pathlib import Path
 
+from auralm.data.manifest import load_manifest
+from auralm.eval.tasks import NUMBER, answers_match
+from auralm.infer.api import AudioChat
+
 TEXT_QA_SUFFIX = "Answer in one or two short sentences."
 
 
@@ -55,7 +59,7 @@ def _norm(text: str) -> str:
 
 def score(references: list[str], hypotheses: list[str]) -> dict[str, float]:
     """{'rows', 'exact' (%), 'chrf'} of answers against references."""
-    import sacrebleu
+    import sacrebleu  # the optional [eval] extra; the demo recipe imports this module for `llm_answers` only
 
     exact = sum(_norm(r) == _norm(h) for r, h in zip(references, hypotheses))
     return {"rows": len(references), "exact": 100.0 * exact / max(1, len(references)),
@@ -64,8 +68,6 @@ def score(references: list[str], hypotheses: list[str]) -> dict[str, float]:
 
 def numeric_accuracy(records: list[dict], answers: list[str]) -> float:
     """% of answers whose last number is the record's numeric answer."""
-    from auralm.eval.tasks import answers_match
-
     return 100.0 * sum(answers_match(r["answer"], a) for r, a in zip(records, answers)) / max(1, len(records))
 
 
@@ -77,10 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, help="only the first N general (and N numeric) questions")
     ap.add_argument("--json", type=Path, help="also write every row and the scores here")
     args = ap.parse_args(argv)
-    from auralm.data.manifest import load_manifest
-    from auralm.eval.tasks import NUMBER
-    from auralm.infer.api import AudioChat
-
     try:
         records, _ = load_manifest(args.manifest)
         chats = [r for r in records if r["task"] == "voice_chat"]

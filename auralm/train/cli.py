@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from auralm.train.config import load_config
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -26,8 +28,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from auralm.train.config import load_config
-
     if args.config is not None and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         # `auralm train --print-config key=value`: the first override landed in `config`.
         args.overrides = [args.config, *args.overrides]
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("auralm train needs a config file: auralm train CONFIG.yaml [key=value ...]")
     cfg = load_config(args.config, args.overrides)
 
+    # Imported here: the recipes load torch, which building the parser (`auralm --help`) does not need.
     from auralm.train.recipes import train
 
     result = train(cfg)
