@@ -7,9 +7,8 @@ shorter prompts are right-aligned and their empty slots masked, so every row com
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -33,7 +32,7 @@ class Row:
 
     config: GenerationConfig
     history: list[int]  # the prompt's real tokens, then the new tokens (the repetition penalty looks at both)
-    tag: Any = None  # the caller's handle: a batch index or a request id
+    tag: Hashable = None  # the caller's handle: the row's batch index (default), or e.g. the server's Job
     new_tokens: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None
     finished: bool = False  # set by `accept` from `finish_reason`; a caller may also end a row (a stop string)
@@ -94,7 +93,7 @@ class DecodeBatch:
     @classmethod
     @torch.no_grad()
     def prefill(
-        cls, model, inputs: dict[str, torch.Tensor], configs: list[GenerationConfig], tags: list[Any] | None = None,
+        cls, model, inputs: dict[str, torch.Tensor], configs: list[GenerationConfig], tags: list[Hashable] | None = None,
         step_fn: DecodeStep | None = None,
     ) -> DecodeBatch:
         """Run the prompts (processor outputs, any padding side) and choose each row's first new token; later steps
