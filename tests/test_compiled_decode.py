@@ -27,6 +27,7 @@ def setup(tmp_path_factory):
     return folder, proc, texts
 
 
+@pytest.mark.slow
 def test_compiled_equals_eager_for_a_padded_batch_whose_rows_stop_apart(setup):
     folder, proc, texts = setup
     eager, compiled = AudioLM.from_pretrained(folder), AudioLM.from_pretrained(folder)

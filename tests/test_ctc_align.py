@@ -89,6 +89,7 @@ def test_spoken_utterances_with_sounds_mark_the_sound_clips(setup):
     assert next(u for u in utts if u.language == SOUND).text == "dog"
 
 
+@pytest.mark.slow
 def test_alignment_learns_the_words_and_changes_only_the_projector(setup):
     root, folder, train, dev = setup
     torch.manual_seed(0)

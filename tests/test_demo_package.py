@@ -9,7 +9,7 @@ import torch
 
 from auralm.checkpoint.assets import AssetUnavailableError
 
-pytestmark = pytest.mark.realweights
+pytestmark = [pytest.mark.realweights, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

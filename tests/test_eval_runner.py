@@ -171,6 +171,7 @@ KILLABLE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_killed_evaluation_resumes_without_recomputing(synth_world, model_dir, chat, tmp_path):
     script, out, calls = tmp_path / "run.py", tmp_path / "out", tmp_path / "calls.txt"
     script.write_text(KILLABLE)

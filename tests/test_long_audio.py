@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from tiny_hf import build_hf_checkpoint
 
@@ -73,7 +74,20 @@ def test_chat_encodes_every_window(chat, long_clip):
     assert n_audio == expected > 750 * 3  # 95 s = ~2375 embeddings; the reference keeps 750 (30 s)
     assert inputs["input_features"].shape[0] == len(windows)
     answer = chat.chat("What is this recording about?", audio=(long_clip, SR), max_new_tokens=4)
-    assert isinstance(answer, str)
+    # The answer is the greedy continuation of exactly these inputs, every window included: an argmax loop over
+    # full forwards (no cache) decodes to the same text.
+    ids, T = inputs["input_ids"], inputs["input_ids"].shape[1]
+    for _ in range(4):
+        with torch.no_grad():
+            logits = chat.model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                input_features=inputs["input_features"],
+                                feature_attention_mask=inputs["feature_attention_mask"]).logits
+        token = int(logits[0, -1].argmax())
+        if token in chat.config().stop_token_ids:
+            break
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    assert ids.shape[1] > T  # the loop made at least one token, so the comparison below is not of two empty answers
+    assert answer == chat.processor.decode(ids[0, T:]).strip()
 
 
 def test_transcribe_decodes_every_window(chat, long_clip):

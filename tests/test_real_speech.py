@@ -52,6 +52,7 @@ def test_clips_are_the_eight_pinned_recordings():
     assert len({c.file for c in CLIPS}) == 8 and all(c.file.sdist for c in CLIPS)
 
 
+@pytest.mark.slow
 def test_every_clip_fetches_with_its_hash_and_decodes_to_its_duration(paths):
     for clip in CLIPS:
         path = paths[clip.name]
@@ -73,6 +74,7 @@ class FakeChat:
         return self.texts[Path(audio).name]
 
 
+@pytest.mark.slow
 def test_one_dropped_word_gives_one_error_over_all_reference_words(paths):
     chat = FakeChat({"arctic-a0009": "He turned sharply, and faced across the table."})  # "Gregson" dropped
     result = evaluate(chat)

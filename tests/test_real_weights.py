@@ -213,6 +213,7 @@ def test_dequantisation_and_qk_order_equal_transformers_gguf_loader(smollm):
     assert checked == {3, 8}  # Q4_1 and Q8_0 both exercised
 
 
+@pytest.mark.slow
 def test_qwen2_with_zero_biases_equals_llama(smollm, hf_qwen2):
     """Qwen2 (transformers and auralm) on the converted weights gives the logits of a Llama on the same tensors."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -233,6 +234,7 @@ def test_qwen2_with_zero_biases_equals_llama(smollm, hf_qwen2):
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_greedy_chat_knows_paris(smollm, hf_qwen2):
     ids = chat_ids(smollm, "What is the capital of France?")
     eos = smollm.tokenizer.token_to_id(smollm.special_tokens["eos_token"])

@@ -183,6 +183,7 @@ def test_redirects_are_rechecked_hop_by_hop(server, remote):
     still_healthy(server)
 
 
+@pytest.mark.slow
 def test_downloads_are_capped_and_timed(server, remote):
     start = time.monotonic()
     refused(ask(server, url_part(remote + "/endless")), 413, "audio_too_large")

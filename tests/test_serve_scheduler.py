@@ -39,6 +39,7 @@ def chat(tmp_path_factory):
     return tiny_chat(tmp_path_factory.getbasetemp())
 
 
+@pytest.mark.slow
 def test_concurrent_requests_share_decode_steps_and_get_their_solo_answers(chat, monkeypatch):
     # Each decode step takes at least 20 ms, so the staggered requests below overlap however fast the machine is.
     from auralm.infer.engine import DecodeBatch

@@ -39,6 +39,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_across_workers_and_resume(tiny, tmp_path):
     expected = tree(tiny)
     assert any(name.endswith(".flac") for name in expected) and "train.jsonl" in expected

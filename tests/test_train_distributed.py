@@ -71,6 +71,7 @@ def _compare(setup, out: Path, atol: float) -> None:
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < atol
 
 
+@pytest.mark.slow
 def test_two_process_ddp_equals_one_process(setup):
     out = _torchrun(setup, "ddp", setup["config"]("ddp", optim={"lr": 3e-3, "grad_accum": 1}))
     _compare(setup, out, atol=1e-5)
@@ -80,6 +81,7 @@ def test_two_process_ddp_equals_one_process(setup):
     ]
 
 
+@pytest.mark.slow
 def test_two_process_fsdp_equals_one_process(setup):
     out = _torchrun(
         setup, "fsdp", setup["config"]("fsdp", optim={"lr": 3e-3, "grad_accum": 1}, distributed="fsdp")

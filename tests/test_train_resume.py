@@ -110,6 +110,7 @@ def _assert_same_run(setup, out: Path) -> None:
     assert losses == pytest.approx(ref_losses, rel=1e-6, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(setup):
     cfg_path = setup["config"]("killed-mid-run")
     out = setup["root"] / "killed-mid-run"
@@ -132,6 +133,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(setup):
     _assert_same_run(setup, out)
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_save_leaves_the_previous_checkpoint_usable(setup):
     cfg_path = setup["config"]("killed-mid-save")
     out = setup["root"] / "killed-mid-save"

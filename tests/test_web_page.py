@@ -62,6 +62,7 @@ def drop_file(page, name: str, data: bytes) -> None:
     }""", [name, list(data)])
 
 
+@pytest.mark.slow
 def test_record_send_and_see_the_answer(served, microphone, tmp_path):
     server, seen = served
     buf = io.BytesIO()
