@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -152,15 +153,22 @@ def cmd_info(args) -> int:
     from safetensors import safe_open
 
     from auralm.checkpoint.hf import checkpoint_files, released_key
+    from auralm.checkpoint.qwen_v1 import is_qwen_v1_folder, read_config, weight_shapes
     from auralm.config import AudioLMConfig
 
     folder = Path(args.dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder {folder} does not exist")
-    cfg = AudioLMConfig.from_pretrained(folder)
+    v1 = is_qwen_v1_folder(folder)  # Qwen-Audio (v1): config names and key layout of its own
+    cfg = read_config(folder) if v1 else AudioLMConfig.from_pretrained(folder)
     counts: dict[str, int] = {}
     dtypes: set[str] = set()
-    for path in checkpoint_files(folder):
+    if v1:
+        for name, (shape, dtype) in weight_shapes(folder).items():  # in auralm's parameter names
+            part = name.split(".")[0]
+            counts[part] = counts.get(part, 0) + math.prod(shape)
+            dtypes.add(_SAFETENSORS_DTYPES.get(dtype, dtype))
+    for path in [] if v1 else checkpoint_files(folder):
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                 sl = f.get_slice(key)
@@ -171,6 +179,7 @@ def cmd_info(args) -> int:
                 counts[part] = counts.get(part, 0) + n
                 dtypes.add(_SAFETENSORS_DTYPES.get(sl.get_dtype(), sl.get_dtype()))
     print(f"folder:      {folder}")
+    print(f"family:      {'Qwen-Audio (v1)' if v1 else 'Qwen2-Audio'}")
     print(f"encoder:     {cfg.encoder.n_layers} layers x {cfg.encoder.d_model}, {cfg.encoder.n_heads} heads, {cfg.encoder.n_mels} mels")
     d = cfg.decoder
     print(f"decoder:     {d.n_layers} layers x {d.d_model}, {d.n_heads} heads / {d.n_kv_heads} kv heads, vocab {d.vocab_size}")
@@ -179,6 +188,10 @@ def cmd_info(args) -> int:
     print(f"parameters:  {sum(counts.values()):,d}")
     print(f"dtype:       {', '.join(sorted(dtypes))}")
     print(f"audio token: {cfg.audio_token_id}")
+    if v1:
+        print(f"audio span:  <audio> {cfg.audio_start_id}, </audio> {cfg.audio_start_id + 1}")
+        print(f"long context: dynamic NTK {d.rope_dynamic_ntk}, log-n attention {d.logn_attention}, "
+              f"trained length {d.trained_length}")
     return 0
 
 

@@ -18,10 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from auralm.checkpoint.qwen_v1 import is_qwen_v1_folder, load_qwen_v1, save_qwen_v1
 from auralm.config import AudioLMConfig, ConfigError
 from auralm.model.audiolm import AudioLM
-from auralm.model.qwen_v1 import QwenAudioV1
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -72,6 +70,10 @@ def load_audiolm(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder {folder} does not exist")
+    # Imported here: checkpoint.qwen_v1 imports the model, whose first import loads auralm.bindings, which
+    # imports this module; at the top that would be a cycle.
+    from auralm.checkpoint.qwen_v1 import is_qwen_v1_folder, load_qwen_v1
+
     if is_qwen_v1_folder(folder):  # Qwen-Audio (v1): its own config names and key layout
         return load_qwen_v1(folder, dtype=dtype, device=device)
     cfg = AudioLMConfig.from_pretrained(folder)
@@ -123,6 +125,9 @@ def save_audiolm(
     """Write config.json and safetensors in the released layout, and generation_config.json when
     `generation_defaults` (eos/pad ids, as `read_generation_defaults` returns them) are given; files appear
     atomically (temp + rename)."""
+    from auralm.checkpoint.qwen_v1 import save_qwen_v1  # here, not at the top: see load_audiolm
+    from auralm.model.qwen_v1 import QwenAudioV1
+
     if isinstance(model, QwenAudioV1):  # written back in its own layout, which load_audiolm reads
         save_qwen_v1(model, folder, max_shard_bytes=max_shard_bytes)
         if generation_defaults:

@@ -241,6 +241,26 @@ def read_weights(path: Path, device: str | torch.device = "cpu") -> Iterator[tup
     yield from state.items()
 
 
+def weight_shapes(folder: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{auralm parameter name: (shape, dtype name)} of a v1 folder's weights, without reading safetensors data."""
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    for path in weight_files(Path(folder)):
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                metas = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+                tensors = {k: torch.empty(s.get_shape(), device="meta") for k, s in metas.items()}
+                dtypes = {k: s.get_dtype() for k, s in metas.items()}
+        else:
+            tensors = dict(read_weights(path))
+            dtypes = {k: str(t.dtype).removeprefix("torch.") for k, t in tensors.items()}
+        for key, t in tensors.items():
+            if IGNORED.search(key):
+                continue
+            names = v1_to_auralm({key: t})
+            shapes |= {name: (tuple(part.shape), dtypes[key]) for name, part in names.items()}
+    return shapes
+
+
 def read_config(folder: Path) -> AudioLMConfig:
     path = folder / "config.json"
     try:

@@ -189,7 +189,8 @@ class DecodeBatch:
         first = int(live.int().argmax()) if bool(live.any()) else pos
         if first < min_dead or first < pos - first:
             return False
-        kept = KVCache(self.cache.keys[:, :, :, first:pos], self.cache.values[:, :, :, first:pos], pos - first)
+        kept = KVCache(self.cache.keys[:, :, :, first:pos], self.cache.values[:, :, :, first:pos], pos - first,
+                       self.cache.rope_base)
         need = (pos - first) + max(r.config.max_new_tokens - len(r.new_tokens) for r in self.rows) + 1
         self.cache, self.key_valid = merge_right_aligned([kept], [self.key_valid[:, first:pos]], need)
         return True
