@@ -324,6 +324,29 @@ def test_generation_through_the_engine_matches_an_argmax_loop(model, proc):
     assert new == ids[-5:]
 
 
+def test_rows_joining_and_leaving_a_running_batch_keep_their_rope_base(model, proc):
+    """The server's continuous batching: merge, drop_finished and compact carry each row's NTK base."""
+    from auralm.infer.engine import DecodeBatch
+    from auralm.infer.generate import generate_tokens
+    from auralm.infer.sampling import GenerationConfig
+
+    long_cfg, short_cfg = (GenerationConfig(max_new_tokens=n, stop_token_ids=()) for n in (2, 6))
+    long_in = proc(text=proc.apply_chat_template(_conversation("What is this sound?")), audio=tone(1.3))
+    short_in = proc(text=proc.apply_chat_template([{"role": "user", "content": "Hi"}]))
+    assert long_in["input_ids"].shape[1] > 48 > short_in["input_ids"].shape[1]
+    solo = {"long": generate_tokens(model, long_in, long_cfg)[0], "short": generate_tokens(model, short_in, short_cfg)[0]}
+    batch = DecodeBatch.prefill(model, long_in, [long_cfg], tags=["long"])
+    batch.merge(DecodeBatch.prefill(model, short_in, [short_cfg], tags=["short"]))
+    assert batch.cache.rope_base.shape == (2,) and float(batch.cache.rope_base[0]) > float(batch.cache.rope_base[1])
+    done, compacted = {}, False
+    while batch.rows:
+        done |= {r.tag: r.new_tokens for r in batch.drop_finished()}
+        if batch.rows:
+            compacted |= batch.compact(min_dead=0)
+            batch.step()
+    assert compacted and done == solo
+
+
 # ---- the public entry points -------------------------------------------------------------------------------
 def test_load_chat_stream_and_transcribe(v1_dir, tmp_path):
     import auralm
