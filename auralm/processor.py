@@ -85,7 +85,9 @@ class Processor:
     def from_pretrained(cls, folder: str | Path, **overrides: Any) -> "Processor":
         folder = Path(folder)
         if not (folder / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"{folder} has no tokenizer.json")
+            hint = (" (a Qwen-Audio v1 folder: its processor is auralm.checkpoint.qwen_v1_processor.QwenV1Processor, "
+                    "which auralm.load() picks)") if (folder / "qwen.tiktoken").is_file() else ""
+            raise FileNotFoundError(f"{folder} has no tokenizer.json{hint}")
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tok_cfg = _read_json(folder / "tokenizer_config.json")
         # The released folders have preprocessor_config.json; transformers 5 nests it in processor_config.json.

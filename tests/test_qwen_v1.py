@@ -106,6 +106,18 @@ def test_single_file_and_bin_folders_load_the_same_weights(tmp_path, model, weig
     assert all(torch.equal(t, ref[k]) for k, t in other.state_dict().items())
 
 
+def test_legacy_bin_and_the_plain_processor_hint(tmp_path, v1_dir, model):
+    from auralm.processor import Processor
+
+    folder = build_v1_folder(tmp_path / "legacy", seed=0, weights="bin")
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    torch.save(state, folder / "pytorch_model.bin", _use_new_zipfile_serialization=False)  # cannot be mmapped
+    ref = model.state_dict()
+    assert all(torch.equal(t, ref[k]) for k, t in load_qwen_v1(folder).state_dict().items())
+    with pytest.raises(FileNotFoundError, match="QwenV1Processor"):
+        Processor.from_pretrained(v1_dir)
+
+
 def test_missing_or_foreign_weights_are_refused(tmp_path, v1_dir):
     folder = build_v1_folder(tmp_path / "bad", weights="single")
     from safetensors.torch import load_file, save_file

@@ -235,7 +235,10 @@ def read_weights(path: Path, device: str | torch.device = "cpu") -> Iterator[tup
             for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                 yield key, f.get_tensor(key)
         return
-    state = torch.load(path, map_location=device, weights_only=True, mmap=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True, mmap=True)
+    except RuntimeError:  # files from torch.save's legacy (pre-zip) format cannot be memory-mapped
+        state = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(state, dict):
         raise ConfigError(f"{path} does not hold a state dict (got {type(state).__name__})")
     yield from state.items()

@@ -79,12 +79,13 @@ class AudioChat:
         folder = Path(folder)
         options_path = folder / "auralm.json"
         options = json.loads(options_path.read_text()) if options_path.is_file() else {}
+        model = load_audiolm(folder, dtype=dtype)
         if is_qwen_v1_folder(folder):  # Qwen-Audio (v1): its own tokenizer, prompts and transcription tags
             processor: Processor = QwenV1Processor.from_pretrained(folder)
             options = {**processor.prompt_options, **options}
         else:
             processor = Processor.from_pretrained(folder)
-        return cls(load_audiolm(folder, dtype=dtype), processor, options)
+        return cls(model, processor, options)
 
     # ---- building prompts ------------------------------------------------------------------------------
     def conversation(self, messages: str | list[dict[str, Any]], audio: Any = None) -> list[dict[str, Any]]:
