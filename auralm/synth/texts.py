@@ -1,6 +1,7 @@
 """What the synthetic speakers say: numbers, a home-assistant grammar with its own German, French and Spanish
-phrase tables, spoken arithmetic, general questions and broad English sentences, each split into
-train/dev/test by content so that dev and test sentences and numbers are never heard in training.
+phrase tables, spoken arithmetic, general questions, broad English sentences from books and everyday sentences
+from a grammar (everyday.py), each split into train/dev/test by content so that dev and test sentences and
+numbers are never heard in training.
 
 The split of an item is a hash of its text (`holdout_split`), independent of the generation seed, so a test
 item stays a test item in every world.
@@ -13,6 +14,8 @@ import importlib.resources
 import itertools
 
 from num2words import num2words
+
+from auralm.synth.everyday import all_everyday
 
 NUMBER_RANGE = range(10_000)
 LANGUAGES = ("en", "de", "fr", "es")
@@ -336,6 +339,12 @@ def all_sentences() -> tuple[str, ...]:
 def sentences(split: str) -> tuple[str, ...]:
     """The broad English sentences of `split`."""
     return tuple(s for s in all_sentences() if holdout_split(f"sentence:{s}") == split)
+
+
+@functools.cache
+def everyday(split: str) -> tuple[str, ...]:
+    """The everyday English sentences of `split` (everyday.py's grammar, 65,693 sentences in all)."""
+    return tuple(s for s in all_everyday() if holdout_split(f"everyday:{s}") == split)
 
 
 def words_of(text: str) -> list[str]:
