@@ -168,6 +168,15 @@ def test_a_lone_surrogate_in_text_is_a_400(server):
     still_healthy(server)
 
 
+def test_a_role_that_is_not_a_string_is_a_400(server):
+    """Found by the fuzz test (test_serve_fuzz): a list as the role was looked up in a dict and raised."""
+    for role in ([], {}, ["user"], 7, None):
+        r = httpx.post(server.url + "/v1/chat/completions", timeout=30,
+                       json={"model": MODEL, "messages": [{"role": role, "content": "hi"}]})
+        refused(r, 400, "invalid_request", "messages[0]")
+    still_healthy(server)
+
+
 def test_a_seed_beyond_64_bits_is_a_400(server):
     for seed in (2**64, 2**70, -(2**63) - 1):
         refused(post_chat(server, "hi", temperature=1.0, seed=seed), 400, "invalid_request", "seed")

@@ -100,7 +100,7 @@ def _conversation(messages: Any, settings: ServeSettings) -> tuple[list[dict[str
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise bad_request(f"{where} must be an object with 'role' and 'content'", param=where)
-        role = _ROLES.get(m.get("role"))
+        role = _ROLES.get(m["role"]) if isinstance(m.get("role"), str) else None  # a list or dict is unhashable
         if role is None:
             raise bad_request(f"{where}: role must be system, developer, user or assistant", param=where)
         content = m.get("content")
