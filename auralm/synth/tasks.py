@@ -1,18 +1,26 @@
 """One builder per task family: `build(split, rng) -> Clip`, a clip of 16 kHz int16 audio and its record.
 
-A builder draws everything it needs from `rng` and from the split's held-out pools (voices.py, texts.py), so a
-clip is a pure function of (split, seed). The record holds the task fields of the manifest schema
+A builder draws everything it needs from `rng` and from the split's held-out pools (speakers.py, voices.py,
+texts.py), so a clip is a pure function of (split, seed). The record holds the task fields of the manifest schema
 (auralm.data.manifest); the world driver adds id, audios and duration.
+
+Who speaks: English speech in ASR, translation, word timestamps, voice chat and mixed audio comes from the
+mixture of engines (speakers.py: piper, flite, Festival, espeak-ng). Two tasks keep espeak-ng alone: language
+identification, because the natural voices speak only English and would give the language away, and speaker
+attributes, whose labels (gender, rate and pitch bands) are espeak-ng settings. German, French and Spanish are
+espeak-ng's.
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
 
-from auralm.synth import augment, phrases, signals, speech, texts
+from auralm.synth import augment, phrases, signals, speakers, speech, texts
 from auralm.synth.signals import SAMPLE_RATE, seconds
-from auralm.synth.voices import LANGUAGE_NAMES, Voice, sample_plain_voice, sample_voice
+from auralm.synth.speakers import Speaker, sample_speaker
+from auralm.synth.voices import LANGUAGE_NAMES, sample_voice
 
 
 @dataclasses.dataclass
@@ -45,26 +53,23 @@ def _gain(audio: np.ndarray, rng: np.random.Generator, low_db: float = -10.0) ->
     return augment.to_int16(audio * 0.9 * 10 ** (rng.uniform(low_db, 0.0) / 20))
 
 
-def _speech_clip(text: str, voice: Voice, rng: np.random.Generator, **allowed) -> tuple[np.ndarray, dict]:
+def _speech_clip(text: str, speaker: Speaker, rng: np.random.Generator, **allowed) -> tuple[np.ndarray, dict]:
     """Synthesized, padded, augmented and levelled speech; `allowed` switches augmentation steps off."""
-    audio = _pad(speech.trim(speech.synthesize(text, voice)), rng)
+    audio = _pad(speech.trim(speakers.speak(text, speaker, rng)), rng)
     audio, info = augment.augment(audio, rng, **allowed)
     return augment.finalize(audio, rng), info
-
-
-def _voice_fields(voice: Voice) -> dict:
-    return {"voice": voice.name, "gender": voice.gender}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Speech tasks.
 
-ASR_SUBSETS = ("numbers", "home", "broad", "numbers_de", "numbers_fr", "numbers_es")
-ASR_WEIGHTS = (0.2, 0.25, 0.35, 0.0667, 0.0667, 0.0666)
+ASR_SUBSETS = ("numbers", "home", "broad", "everyday", "numbers_de", "numbers_fr", "numbers_es")
+ASR_WEIGHTS = (0.15, 0.2, 0.25, 0.2, 0.0667, 0.0667, 0.0666)
 
 
 def build_asr(split: str, rng: np.random.Generator) -> Clip:
-    """Speech recognition: English numbers, home-assistant requests and broad sentences; de/fr/es numbers."""
+    """Speech recognition: English numbers, home-assistant requests, broad (book) and everyday sentences;
+    de/fr/es numbers."""
     subset = ASR_SUBSETS[int(rng.choice(len(ASR_SUBSETS), p=ASR_WEIGHTS))]
     record: dict = {"task": "asr", "subset": subset}
     if subset.startswith("numbers"):
@@ -74,11 +79,13 @@ def build_asr(split: str, rng: np.random.Generator) -> Clip:
         record.update(text_itn=str(n), itn=bool(rng.random() < 0.5))
     elif subset == "home":
         language, text = "en", _choice(rng, texts.commands(split)).en
+    elif subset == "everyday":
+        language, text = "en", _choice(rng, texts.everyday(split))
     else:
         language, text = "en", _choice(rng, texts.sentences(split))
-    voice = sample_voice(rng, split, language)
-    audio, info = _speech_clip(text, voice, rng)
-    record.update(language=language, text=text, augment=info, **_voice_fields(voice))
+    speaker = sample_speaker(rng, split) if language == "en" else sample_voice(rng, split, language)
+    audio, info = _speech_clip(text, speaker, rng)
+    record.update(language=language, text=text, augment=info, **speakers.fields(speaker))
     return Clip(audio, record)
 
 
@@ -91,29 +98,33 @@ def build_s2tt(split: str, rng: np.random.Generator) -> Clip:
     else:
         command = _choice(rng, texts.commands(split))
         subset, text, translation = "home", command.en, command.text(target)
-    voice = sample_voice(rng, split, "en")
-    audio, info = _speech_clip(text, voice, rng)
+    speaker = sample_speaker(rng, split)
+    audio, info = _speech_clip(text, speaker, rng)
     record = {"task": "s2tt", "subset": subset, "language": "en", "target_language": target, "text": text,
-              "translation": translation, "augment": info, **_voice_fields(voice)}  # fmt: skip
+              "translation": translation, "augment": info, **speakers.fields(speaker)}  # fmt: skip
     return Clip(audio, record)
 
 
 def build_srwt(split: str, rng: np.random.Generator) -> Clip:
     """Word timestamps: an English utterance spoken word by word with known silences between the words.
 
-    Only the level changes afterwards (no noise, room or speed), so the word spans stay exact.
+    Every engine can do this: each word is spoken alone and trimmed, so the times are exact for any voice. Only
+    the level changes afterwards (no noise, room or speed), so the word spans stay exact.
     """
-    if rng.random() < 0.5:
+    source = rng.random()
+    if source < 0.4:
         text = _choice(rng, texts.commands(split)).en
+    elif source < 0.7:
+        text = _choice(rng, texts.everyday(split))
     else:
-        short = [s for s in texts.sentences(split) if len(s.split()) <= 12]
-        text = _choice(rng, short)
+        text = _choice(rng, _short_sentences(split))
     words = texts.words_of(text)
-    voice = sample_voice(rng, split, "en")
+    speaker = sample_speaker(rng, split)
     gaps = [round(float(g), 3) for g in rng.uniform(0.05, 0.4, size=len(words) - 1)]
-    audio, timings = speech.synthesize_words(
+    sounds = [speech.trim(a) for a in speakers.speak_many(words, speaker, rng)]
+    audio, timings = speech.join_words(
         words,
-        voice,
+        sounds,
         gaps,
         lead=round(float(rng.uniform(0.1, 0.5)), 3),
         tail=round(float(rng.uniform(0.1, 0.5)), 3),
@@ -121,13 +132,20 @@ def build_srwt(split: str, rng: np.random.Generator) -> Clip:
     record = {
         "task": "srwt", "language": "en", "text": text,
         "words": [{"word": t.word, "start": t.start, "end": t.end} for t in timings],
-        **_voice_fields(voice),
+        **speakers.fields(speaker),
     }  # fmt: skip
     return Clip(augment.finalize(audio, rng), record)
 
 
+@functools.cache
+def _short_sentences(split: str) -> tuple[str, ...]:
+    """The book sentences of `split` with at most 12 words (word timestamps)."""
+    return tuple(s for s in texts.sentences(split) if len(s.split()) <= 12)
+
+
 def build_lid(split: str, rng: np.random.Generator) -> Clip:
-    """Language identification: numbers or home-assistant requests in English, German, French or Spanish."""
+    """Language identification: numbers or home-assistant requests in English, German, French or Spanish
+    (espeak-ng voices in every language, so the voice does not give the language away)."""
     language = _choice(rng, texts.LANGUAGES)
     if rng.random() < 0.4:
         text = texts.number_words(_choice(rng, texts.numbers(split)), language)
@@ -136,7 +154,7 @@ def build_lid(split: str, rng: np.random.Generator) -> Clip:
     voice = sample_voice(rng, split, language)
     audio, info = _speech_clip(text, voice, rng)
     record = {"task": "lid", "language": language, "language_name": LANGUAGE_NAMES[language], "text": text,
-              "augment": info, **_voice_fields(voice)}  # fmt: skip
+              "augment": info, **speakers.fields(voice)}  # fmt: skip
     return Clip(audio, record)
 
 
@@ -146,7 +164,8 @@ VOICE_QUALITIES = ("modal", "whisper", "creaky")
 def build_speaker(split: str, rng: np.random.Generator) -> Clip:
     """Speaker attributes: gender, speaking-rate band, pitch band and voice quality of an English utterance.
 
-    No speed change (it would move rate and pitch); whisper and creak are transforms of the voiced speech.
+    espeak-ng voices only: the labels are its settings. No speed change (it would move rate and pitch); whisper
+    and creak are transforms of the voiced speech.
     """
     text = (
         _choice(rng, texts.commands(split)).en if rng.random() < 0.5 else _choice(rng, texts.sentences(split))
@@ -162,7 +181,7 @@ def build_speaker(split: str, rng: np.random.Generator) -> Clip:
     record = {
         "task": "speaker", "language": "en", "text": text, "rate": voice.rate_band, "rate_wpm": voice.rate,
         "pitch": voice.pitch_band, "pitch_value": voice.pitch, "quality": quality, "augment": info,
-        **_voice_fields(voice),
+        **speakers.fields(voice),
     }  # fmt: skip
     return Clip(augment.finalize(audio, rng), record)
 
@@ -374,10 +393,10 @@ def build_voice_chat(split: str, rng: np.random.Generator) -> Clip:
         question, answer = command.en, command.reply
     else:
         question, answer = _choice(rng, texts.general_questions(split)), None
-    voice = sample_voice(rng, split, "en")
-    audio, info = _speech_clip(question, voice, rng, speed=False)
+    speaker = sample_speaker(rng, split)
+    audio, info = _speech_clip(question, speaker, rng, speed=False)
     record = {"task": "voice_chat", "language": "en", "kind": kind, "text_question": question, "answer": answer,
-              "augment": info, **_voice_fields(voice)}  # fmt: skip
+              "augment": info, **speakers.fields(speaker)}  # fmt: skip
     return Clip(audio, record)
 
 
@@ -408,8 +427,8 @@ def build_mixed(split: str, rng: np.random.Generator) -> Clip:
             "note_name": ("What note was that?", fields["note_name"]),
             "loudness": ("Was that note soft, medium or loud?", fields["velocity"]),
         }[kind]
-    voice = sample_plain_voice(rng, split)
-    spoken = speech.trim(speech.synthesize(question, voice))
+    speaker = sample_speaker(rng, split, plain=True)
+    spoken = speech.trim(speakers.speak(question, speaker, rng))
     spoken = 0.5 * spoken / (np.abs(spoken).max() + 1e-12)
     lead = round(float(rng.uniform(0.1, 0.4)), 3)
     gap = np.zeros(seconds(rng.uniform(0.3, 0.7)), np.float32)
@@ -417,7 +436,7 @@ def build_mixed(split: str, rng: np.random.Generator) -> Clip:
     audio = np.concatenate([before, gap, spoken, np.zeros(seconds(rng.uniform(0.1, 0.4)), np.float32)])
     record = {
         "task": "mixed", "language": "en", "kind": kind, "text_question": question, "answer": answer,
-        "question_start": round((before.size + gap.size) / SAMPLE_RATE, 4), "sound": fields, **_voice_fields(voice),
+        "question_start": round((before.size + gap.size) / SAMPLE_RATE, 4), "sound": fields, **speakers.fields(speaker),
     }  # fmt: skip
     return Clip(augment.to_int16(_background(audio, rng, rms=0.0005)), record)
 

@@ -29,12 +29,13 @@ import numpy as np
 import soundfile as sf
 
 from auralm.data.manifest import write_manifest
-from auralm.synth import derived, stats, voices
+from auralm.synth import derived, speakers, stats, voices
 from auralm.synth.speech import SAMPLE_RATE
 from auralm.synth.tasks import BUILDERS
 
 SPLITS = voices.SPLITS
-WORLD_VERSION = 1  # bump when a change makes old worlds differ from new ones for the same seed
+# Bump when a change makes old worlds differ from new ones for the same seed (2: the mixture of voice engines).
+WORLD_VERSION = 2
 # Relative number of clips per task (ASR gets the most: it carries the vocabulary).
 TASK_WEIGHTS = {
     "asr": 4.0, "s2tt": 1.5, "srwt": 1.0, "lid": 1.0, "speaker": 1.0, "sound_event": 1.0, "scene": 1.0,
@@ -206,7 +207,7 @@ def generate(
     """
     if workers < 1:
         raise WorldError(f"workers must be >= 1, got {workers}")
-    voices.check_installed()
+    speakers.check_installed()
     p = preset(preset_name, scale)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,179 @@
+"""The synthetic world's voice engines (piper, flite, Festival), the mixture and its held-out voices, the
+speaker perturbation, the telephone band and the sentence pools. A handful of short clips each."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from auralm.eval.real_speech import CLIPS
+from auralm.synth import augment, everyday, festival, flite, speakers, speech, texts, voices
+from auralm.synth.signals import SAMPLE_RATE
+
+SENTENCE = "Turn on the lights in the kitchen, please."
+
+needs_flite = pytest.mark.skipif(
+    shutil.which("flite") is None, reason="flite is not installed (scripts/system-deps.sh installs it)"
+)
+needs_festival = pytest.mark.skipif(
+    shutil.which("festival") is None, reason="festival is not installed (scripts/system-deps.sh installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def piper():
+    """The piper module once its runtime and pinned voice are there; a clear skip otherwise."""
+    pytest.importorskip(
+        "onnxruntime", reason="the piper voice needs onnxruntime: pip install 'auralm[voices]'"
+    )
+    pytest.importorskip("onnx", reason="the piper voice needs onnx: pip install 'auralm[voices]'")
+    from auralm.checkpoint import assets
+    from auralm.synth import piper
+
+    try:
+        assets.fetch_all([assets.PIPER_JOE_ONNX, assets.PIPER_JOE_CONFIG])
+    except assets.AssetUnavailableError as err:
+        pytest.skip(f"the pinned piper voice cannot be fetched: {err}")
+    return piper
+
+
+def plausible(audio: np.ndarray, words: int) -> None:
+    """16 kHz float speech of a plausible length for `words` words (1.5-6 words per second), not silent."""
+    assert audio.dtype == np.float32 and audio.ndim == 1 and np.isfinite(audio).all()
+    seconds = speech.trim(audio).size / SAMPLE_RATE
+    assert words / 6 < seconds < words / 1.5, seconds
+    assert 0.05 < np.abs(audio).max() <= 1.0
+
+
+def test_piper_speaks_deterministically_from_the_rng(piper):
+    a = piper.synthesize(SENTENCE, np.random.default_rng(0))
+    plausible(a, 8)
+    assert np.array_equal(a, piper.synthesize(SENTENCE, np.random.default_rng(0)))
+    other = piper.synthesize(SENTENCE, np.random.default_rng(1))
+    assert not np.array_equal(a, other)  # the noise is the rng's
+    slow = piper.synthesize(SENTENCE, np.random.default_rng(0), length_scale=1.4)
+    assert speech.trim(slow).size > 1.15 * speech.trim(a).size  # not exactly 1.4: the noise draws differ
+    # piper's ids: BOS, PAD, then phoneme + PAD each, then EOS; a clause's mark follows its phonemes.
+    table = piper.voice_config()["phoneme_id_map"]
+    assert piper.phoneme_ids("a") == [*table["^"], *table["_"], *table["a"], *table["_"], *table["$"]]
+    assert (
+        piper.phonemize("Hello, Mr. Smith. Bye!")[0].endswith(".") and len(piper.phonemize("Hi. Bye!")) == 2
+    )
+
+
+@needs_flite
+@pytest.mark.parametrize("voice", flite.VOICES)
+def test_flite_voices(voice):
+    a = flite.synthesize(SENTENCE, voice)
+    plausible(a, 8)
+    assert np.array_equal(a, flite.synthesize(SENTENCE, voice))
+    slow = flite.synthesize(SENTENCE, voice, duration_stretch=1.4)
+    assert speech.trim(slow).size > 1.25 * speech.trim(a).size
+
+
+@needs_festival
+def test_festival_voices_in_one_process():
+    for voice in festival.VOICES:
+        short, long = festival.synthesize_many(["Hello.", SENTENCE], voice)
+        plausible(long, 8)
+        assert speech.trim(short).size < speech.trim(long).size
+        assert np.array_equal(long, festival.synthesize(SENTENCE, voice))
+    quoted = festival.synthesize('He said "yes" and left\\.', "kal")  # Scheme string quoting
+    plausible(quoted, 5)
+
+
+def test_the_real_speech_evals_speakers_are_refused():
+    for voice in ("awb", "awb_time", "slt"):  # checked before flite runs, so this needs no flite
+        with pytest.raises(ValueError, match="real-speech eval"):
+            flite.synthesize("hello", voice)
+    for voice in ("cmu_us_slt_arctic_hts", "slt", "cmu_us_awb_cg"):
+        with pytest.raises(ValueError, match="real-speech eval"):
+            festival.synthesize("hello", voice)
+    used = {v for pairs in speakers.NATURAL_VOICES.values() for _, v in pairs}
+    assert not used & flite.FORBIDDEN and not any(bad in v for v in used for bad in festival.FORBIDDEN)
+
+
+def test_held_out_voices_never_reach_train():
+    owner = {}
+    for split in voices.SPLITS:
+        for name in speakers.split_voices(split):
+            assert owner.setdefault(name, split) == split
+    assert speakers.split_voices("test") and speakers.split_voices("dev")
+    heard = {split: set() for split in voices.SPLITS}
+    for split in voices.SPLITS:
+        rng = np.random.default_rng(0)
+        for _ in range(300):
+            heard[split].add(speakers.sample_speaker(rng, split).name)
+    assert not (heard["train"] & heard["test"]) and not (heard["train"] & heard["dev"])
+    assert not (heard["dev"] & heard["test"])
+    assert set(speakers.split_voices("train")) <= heard["train"]  # every engine of the mixture is drawn
+    assert set(speakers.split_voices("test")) <= heard["test"]
+    # espeak-ng keeps its rule: held-out variants
+    espeak = {
+        s: {n.split("+")[1] for n in heard[s] if "+" in n and n.split("+")[0].startswith("en")} for s in heard
+    }
+    assert espeak["test"] and not (espeak["train"] & espeak["test"])
+
+
+def test_speaker_draws_are_reproducible_and_plain_speakers_unperturbed():
+    draw = [speakers.sample_speaker(np.random.default_rng(s), "train") for s in range(40)]
+    assert draw == [speakers.sample_speaker(np.random.default_rng(s), "train") for s in range(40)]
+    natural = [s for s in draw if isinstance(s, speakers.NaturalVoice)]
+    assert {s.pitch for s in natural} > {1.0} and all(0.85 <= s.tempo <= 1.2 for s in natural)
+    plain = [speakers.sample_speaker(np.random.default_rng(s), "test", plain=True) for s in range(20)]
+    assert all(s.pitch == 1.0 and s.tempo == 1.0 for s in plain if isinstance(s, speakers.NaturalVoice))
+    fields = speakers.fields(speakers.NaturalVoice("flite", "rms", "male", 1.1, 0.9))
+    assert fields == {"voice": "flite+rms", "gender": "male", "engine": "flite", "voice_pitch": 1.1,
+                      "voice_tempo": 0.9}  # fmt: skip
+
+
+def f0(audio: np.ndarray) -> float:
+    """Median autocorrelation pitch (60-400 Hz) over the loud 40 ms frames."""
+    frame = 640
+    out = []
+    for i in range(0, audio.size - frame, frame // 2):
+        s = audio[i : i + frame].astype(np.float64)
+        if np.sqrt(np.mean(s**2)) < 0.2 * np.abs(audio).max() / 3:
+            continue
+        c = np.correlate(s - s.mean(), s - s.mean(), "full")[frame - 1 :]
+        lag = 40 + int(np.argmax(c[40:267]))
+        out.append(SAMPLE_RATE / lag)
+    return float(np.median(out))
+
+
+def kal16(pitch: float, tempo: float) -> np.ndarray:
+    speaker = speakers.NaturalVoice("flite", "kal16", "male", pitch, tempo)
+    return speech.trim(speakers.speak(SENTENCE, speaker, np.random.default_rng(0)))
+
+
+@needs_flite
+def test_perturbation_moves_pitch_at_the_drawn_tempo():
+    plain, high, slow = kal16(1.0, 1.0), kal16(1.15, 1.0), kal16(1.0, 1.2)
+    assert high.size == pytest.approx(plain.size, rel=0.08)  # the pitch shift keeps the tempo
+    assert f0(high) / f0(plain) == pytest.approx(1.15, rel=0.06)
+    assert slow.size / plain.size == pytest.approx(1.2, rel=0.08)
+
+
+def test_telephone_band():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(SAMPLE_RATE).astype(np.float32)
+    y = augment.telephone(x)
+    spectrum = np.abs(np.fft.rfft(y)) ** 2
+    hz = np.fft.rfftfreq(y.size, 1 / SAMPLE_RATE)
+    inside = spectrum[(hz > 600) & (hz < 3000)].mean()
+    assert spectrum[hz < 100].mean() < 0.01 * inside and spectrum[hz > 5000].mean() < 0.01 * inside
+
+
+def test_sentence_pools_grow_and_stay_held_out():
+    pool = everyday.all_everyday()
+    assert len(pool) > 60_000 and len(set(pool)) == len(pool)
+    assert len(texts.all_sentences()) + len(pool) > 15 * 3_811 and everyday.all_everyday() == pool
+    parts = {s: set(texts.everyday(s)) for s in voices.SPLITS}
+    assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["dev"])
+    assert 0.07 < len(parts["test"]) / len(pool) < 0.13
+    for sentence in pool[:: len(pool) // 50]:  # speakable: ASCII words, no digits, one final mark
+        assert sentence[0].isupper() and sentence[-1] in ".?" and sentence.isascii()
+        assert not any(c.isdigit() for c in sentence)
+    # No transcript of the real-speech eval is anywhere in what the world says.
+    spoken = {s.lower().strip(".?!") for s in (*pool, *texts.all_sentences())}
+    assert not {clip.reference.lower().strip(".?!") for clip in CLIPS} & spoken
