@@ -300,3 +300,69 @@ def test_a_1_hz_wav_is_refused(server, tmp_path):
     refused(r, 422, "audio_rate_too_low")
     assert time.monotonic() - start < 5
     still_healthy(server)
+
+
+# ---- 1: a row that still fails ends alone ----------------------------------------------------------------------
+def nan_logits_for_row(model, row: int, when: str, rows: int):
+    """Make row `row`'s logits all NaN (a numerically broken request) at prefill or at decode steps, in batches of
+    `rows` rows only (once the broken row has left, the batch is smaller and untouched)."""
+    real = model.forward
+
+    def forward(*args, **kwargs):
+        out = real(*args, **kwargs)
+        x = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
+        if x.shape[0] == rows and (x.shape[1] > 1) == (when == "prefill"):
+            out.logits[row] = float("nan")
+        return out
+
+    return forward
+
+
+@pytest.mark.parametrize("when", ["prefill", "step"])
+def test_a_row_without_a_usable_distribution_fails_alone(chat, when):
+    inputs = chat.inputs([chat.conversation("What's that sound?", CLIP)])
+    configs = [chat.config(max_new_tokens=5), chat.config(max_new_tokens=5, do_sample=True, seed=1),
+               chat.config(max_new_tokens=5, do_sample=True, seed=2)]
+    solo = []
+    for cfg in (configs[0], configs[2]):
+        scheduler = Scheduler(chat.model, chat.processor.decode, max_batch=4, max_queue=8)
+        box = queue.SimpleQueue()
+        scheduler._queue.put(Job(inputs, cfg, box.put))
+        scheduler.start()
+        try:
+            events = [box.get(timeout=30)]
+            while not isinstance(events[-1], (Finished, Failed)):
+                events.append(box.get(timeout=30))
+        finally:
+            scheduler.close()
+        solo.append(events)
+    scheduler = Scheduler(chat.model, chat.processor.decode, max_batch=4, max_queue=8)
+    boxes = [queue.SimpleQueue() for _ in configs]
+    for cfg, box in zip(configs, boxes):  # one batched prefill; row 1 gets NaN logits at prefill or at each step
+        scheduler._queue.put(Job(inputs, cfg, box.put))
+    chat.model.forward = nan_logits_for_row(chat.model, 1, when, rows=3)
+    scheduler.start()
+    try:
+        results = []
+        for box in boxes:
+            events = [box.get(timeout=30)]
+            while not isinstance(events[-1], (Finished, Failed)):
+                events.append(box.get(timeout=30))
+            results.append(events)
+    finally:
+        scheduler.close()
+        del chat.model.forward
+    assert scheduler.stats.batched_prefills == 1
+    broken = results[1][-1]
+    assert isinstance(broken, Failed) and broken.error.status == 500 and "NaN" not in broken.error.message
+    assert [results[0], results[2]] == solo  # the rows beside it decode as they would alone
+    assert scheduler.stats.failed == 1
+
+
+def test_the_library_names_a_row_without_a_usable_distribution(chat):
+    chat.model.forward = nan_logits_for_row(chat.model, 0, "prefill", rows=1)
+    try:
+        with pytest.raises(ValueError, match="no finite logit"):
+            chat.chat("hi", max_new_tokens=3, do_sample=True, seed=0)
+    finally:
+        del chat.model.forward

@@ -36,6 +36,7 @@ class Row:
     new_tokens: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None
     finished: bool = False  # set by `accept` from `finish_reason`; a caller may also end a row (a stop string)
+    error: ValueError | None = None  # why this row ended without a token (no finite logit); the others go on
 
     def accept(self, token: int) -> None:
         self.new_tokens.append(token)
@@ -204,11 +205,21 @@ class DecodeBatch:
                 history = torch.tensor(r.history, device=logits.device)
                 logits[i] = process_logits(logits[i], history, len(r.new_tokens), r.config)
         if any(r.config.do_sample for r in self.rows):
-            tokens = [choose(logits[i], r.config, r.generator) for i, r in enumerate(self.rows)]
+            tokens = [self._choose_row(logits[i], r) for i, r in enumerate(self.rows)]
         else:
             tokens = logits.argmax(-1).tolist()  # (B,) greedy rows in one argmax
         for r, t in zip(self.rows, tokens):
-            r.accept(t)
+            if t is not None:
+                r.accept(t)
+
+    @staticmethod
+    def _choose_row(logits: torch.Tensor, row: Row) -> int | None:
+        """One row's token, or None when its logits leave nothing to draw: that row alone ends, with `error`."""
+        try:
+            return choose(logits, row.config, row.generator)
+        except ValueError as err:
+            row.error, row.finished = err, True
+            return None
 
     def _grow(self, capacity: int) -> None:
         self.cache, self.key_valid = merge_right_aligned([self.cache], [self.key_valid], capacity)

@@ -26,6 +26,9 @@ def stream_tokens(
     B = inputs["input_ids"].shape[0]
     batch = DecodeBatch.prefill(model, inputs, [config] * B, step_fn=step_fn)
     while True:
+        for r in batch.rows:
+            if r.error is not None:  # one caller owns every row here: its call fails with the row's reason
+                raise r.error
         yield [(r.tag, r.new_tokens[-1]) for r in batch.rows]
         batch.drop_finished()
         if not batch.rows:

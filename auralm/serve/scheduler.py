@@ -285,6 +285,10 @@ class Scheduler:
         """Hand each row's newest token to its job, then retire finished and cancelled rows."""
         for row in batch.rows:
             job: Job = row.tag
+            if row.error is not None:  # this row's logits left nothing to sample: it ends alone
+                log.error("request failed in sampling: %s", row.error)
+                self._fail_job(job, ServeError(500, "the model failed while answering", "model_error"))
+                continue
             try:
                 # take() may itself find the client gone (its event loop closed), hence the second check.
                 if job.cancelled or job.take(row.new_tokens[-1]) or job.cancelled:
