@@ -1,4 +1,9 @@
-"""`auralm <command>`: one entry point. Errors print one line and exit non-zero; `--debug` shows the traceback."""
+"""`auralm <command>`: one entry point. Errors print one line and exit non-zero; `--debug` shows the traceback.
+
+Nothing heavy is imported at the top of this file or of the subsystems' `add_parser` modules: `auralm --help`,
+a usage error or a missing file must answer in well under a second, and torch alone takes seconds to import.
+The commands import the model stack when they run.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,12 @@ import argparse
 import importlib
 import json
 import math
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
 
-from auralm.audio import DEFAULT_MAX_SECONDS
 from auralm.version import __version__
 
 # Commands that live with their subsystem: each module has add_parser(subparsers) and run(args) -> int.
@@ -21,11 +27,32 @@ SUBSYSTEM_COMMANDS = {
 }
 
 EXIT_USAGE, EXIT_ERROR = 2, 1
+# auralm.audio.DEFAULT_MAX_SECONDS in minutes, for --help without importing auralm.audio (torch); a test checks it.
+LIBRARY_MAX_MINUTES = 20
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def threads_arg(p: argparse.ArgumentParser) -> None:
+    """`--threads`, the same for every command that runs a model (`load(threads=...)`)."""
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads for the model (default: the cores other processes leave idle, at least 1; "
+                        "OMP_NUM_THREADS when set)")
 
 
 def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR", help="Hugging Face Qwen2-Audio folder (default: the embedded demo model)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: as stored)")
+    threads_arg(p)
 
 
 def _load(args):
@@ -33,7 +60,24 @@ def _load(args):
 
     from auralm.infer.api import load
 
-    return load(args.model, dtype=getattr(torch, args.dtype) if args.dtype else None)
+    return load(args.model, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads)
+
+
+def check_audio_file(path: str) -> None:
+    """Refuse, in one line, a path that cannot be an audio file: missing, a directory, not a regular file (a
+    device such as /dev/zero, a FIFO, a socket) or unreadable. Runs before the model is loaded."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"audio file {path} does not exist") from None
+    except OSError as err:
+        raise OSError(f"cannot open audio file {path}: {err.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path} is a directory, not an audio file")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path} is not a regular file (a device, pipe or socket); pass an audio file")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"audio file {path} is not readable (permission denied)")
 
 
 # ---- transcribe -------------------------------------------------------------------------------------------
@@ -52,16 +96,16 @@ def format_transcript(result, fmt: str) -> str:
 
 
 def cmd_transcribe(args) -> int:
+    for f in args.files:  # check every file before importing and loading the model
+        check_audio_file(f)
     from tqdm import tqdm
 
-    from auralm.audio import load_audio
+    from auralm.audio import DEFAULT_MAX_SECONDS, load_audio
 
-    for f in args.files:  # check every file before loading the model
-        if not Path(f).is_file():
-            raise FileNotFoundError(f"audio file {f} does not exist")
     chat = _load(args)
+    max_seconds = DEFAULT_MAX_SECONDS if args.max_audio_seconds is None else args.max_audio_seconds
     for f in args.files:
-        wave = load_audio(f, max_seconds=args.max_audio_seconds)
+        wave = load_audio(f, max_seconds=max_seconds)
         bar = tqdm(total=None, desc=Path(f).name, unit="window", disable=not sys.stderr.isatty() or args.quiet)
 
         def progress(done: int, total: int, bar=bar) -> None:
@@ -89,8 +133,7 @@ CHAT_HELP = "commands: /audio FILE (attach to your next message), /reset, /quit"
 
 def cmd_chat(args) -> int:
     for f in args.audio or []:
-        if not Path(f).is_file():
-            raise FileNotFoundError(f"audio file {f} does not exist")
+        check_audio_file(f)
     chat = _load(args)
     gen = {"max_new_tokens": args.max_new_tokens, "do_sample": args.temperature > 0,
            "temperature": args.temperature if args.temperature > 0 else 1.0}
@@ -121,11 +164,16 @@ def _interactive(chat, pending: list[str], gen: dict[str, Any]) -> int:
             continue
         if line.startswith("/audio"):
             path = line[len("/audio"):].strip()
-            if not Path(path).is_file():
+            try:
+                check_audio_file(path)
+            except FileNotFoundError:
                 print(f"(no such file: {path})")
-            else:
-                pending.append(path)
-                print(f"(attached {path}; it goes with your next message)")
+                continue
+            except (OSError, ValueError) as err:  # a directory, a device, unreadable
+                print(f"({err})")
+                continue
+            pending.append(path)
+            print(f"(attached {path}; it goes with your next message)")
             continue
         if line.startswith("/"):
             print(f"(unknown command; {CHAT_HELP})")
@@ -208,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", help="language code, e.g. en (default: detected)")
     p.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt")
     p.add_argument("--output-dir", help="write FILE.<format> there instead of printing")
-    p.add_argument("--max-audio-seconds", type=float, default=DEFAULT_MAX_SECONDS,
-                   help=f"refuse longer audio (default {DEFAULT_MAX_SECONDS / 60:g} min)")
+    p.add_argument("--max-audio-seconds", type=float, metavar="S",
+                   help=f"refuse longer audio (default: the library's limit, {LIBRARY_MAX_MINUTES:g} min)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_transcribe)
 

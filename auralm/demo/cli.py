@@ -11,9 +11,6 @@ import json
 import time
 from pathlib import Path
 
-from auralm.demo.locate import demo_model_dir
-from auralm.infer.api import load
-
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 CHAT_TOKENS = 48  # an answer's budget unless --max-new-tokens says; transcripts get the library's clip-length budget
 
@@ -24,12 +21,19 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, metavar="N",
                    help=f"limit every answer and transcript window to N tokens (default: {CHAT_TOKENS} per answer; "
                         "transcripts: the budget of the clip's length, as `auralm transcribe`)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the model (default: the cores other processes leave idle, at least 1; "
+                        "OMP_NUM_THREADS when set)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    # Imported here: they load torch, which building the parser (`auralm --help`) does not need.
+    from auralm.demo.locate import demo_model_dir
+    from auralm.infer.api import load
+
     t0 = time.perf_counter()
-    chat = load(args.model or demo_model_dir())
+    chat = load(args.model or demo_model_dir(), threads=args.threads)
     examples = json.loads((EXAMPLES_DIR / "examples.json").read_text())
     print(f"model ready in {time.perf_counter() - t0:.1f}s; {len(examples)} examples from held-out voices\n")
     for ex in examples:

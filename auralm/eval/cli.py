@@ -63,6 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="VAR",
         help=f"environment variable holding the judge's API key (default {JUDGE_KEY_ENV})",
     )
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads per process for the model (default: the cores other processes leave idle, "
+                        "at least 1; OMP_NUM_THREADS when set, as torchrun sets it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_eval)
 
@@ -140,7 +143,7 @@ def run_eval(args: argparse.Namespace) -> int:
         barrier = torch.distributed.barrier if dist.distributed else None
         if barrier:
             barrier()
-        chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None)
+        chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads)
         chat.model.to(dist.device)
         predictor = ModelPredictor(chat, args.max_new_tokens)
         cfg = RunConfig(data, out, args.batch_size, args.limit, dist.rank, dist.world_size)

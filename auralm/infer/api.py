@@ -26,6 +26,7 @@ from auralm.infer.engine import DecodeStep
 from auralm.infer.generate import generate_texts, stream_text
 from auralm.infer.registry import default_model_dir
 from auralm.infer.sampling import GenerationConfig
+from auralm.infer.threads import set_threads
 from auralm.infer.transcribe import Transcript, transcribe_windows, window_budget
 from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
@@ -177,12 +178,18 @@ class AudioChat:
         return result
 
 
-def load(model_dir: str | Path | None = None, dtype: torch.dtype | None = None, compile: bool = False) -> AudioChat:
+def load(
+    model_dir: str | Path | None = None, dtype: torch.dtype | None = None, compile: bool = False,
+    threads: int | None = None,
+) -> AudioChat:
     """Load a model folder for chat, streaming and transcription; no folder = the default model a front end
     registered (`auralm.infer.registry`; `import auralm` registers the embedded demo model).
 
     `compile=True` runs decode steps through one compiled graph (`auralm.infer.compiled`): faster decoding after a
-    one-time compilation (tens of seconds per batch shape), worth it for long or many generations."""
+    one-time compilation (tens of seconds per batch shape), worth it for long or many generations.
+    `threads`: torch's CPU thread count, which is process-wide (default: `infer.threads.default_threads()`, the
+    cores other processes leave idle, or OMP_NUM_THREADS when set)."""
+    set_threads(threads)  # first: a bad value fails before the weights are read
     if model_dir is None:
         model_dir = default_model_dir()
     chat = AudioChat.from_folder(model_dir, dtype=dtype)

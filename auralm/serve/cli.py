@@ -43,7 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-audios", type=int, default=_DEFAULTS.max_audios, help="audio clips per request")
     p.add_argument("--max-tokens-limit", type=int, default=_DEFAULTS.max_tokens_limit,
                    help="largest max_tokens a request may ask for")
-    p.add_argument("--threads", type=int, help="torch CPU threads for the model (default: torch's choice)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the model (default: the cores other processes leave idle, at least 1; "
+                        "OMP_NUM_THREADS when set)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
     return p
@@ -77,11 +79,7 @@ def run(args: argparse.Namespace) -> int:
     # No folder named: the default model the package root registers (the embedded demo model).
     model_dir = (Path(args.model) if args.model is not None else default_model_dir()).resolve()
     settings = settings_from_args(args, model_dir)  # checks every limit before the model is loaded
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None)
+    chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads)
     if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         print(f"auralm: warning: serving on {args.host} without an API key; anyone who can reach it can use it",
               file=sys.stderr)

@@ -4,6 +4,15 @@
 world.py for the layout, tasks.py for the task families and auralm.data.manifest for the record schema.
 """
 
-from auralm.synth.world import PRESETS, WorldError, generate
+import importlib
+from typing import Any
 
 __all__ = ["PRESETS", "WorldError", "generate"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: `auralm synth --help` (which imports auralm.synth.cli, so this file) must not pay for
+    # the world's numpy/scipy signal stack.
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module("auralm.synth.world"), name)

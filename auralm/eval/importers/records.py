@@ -7,8 +7,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from auralm.audio import AudioError, audio_duration
-
 
 class LayoutError(ValueError):
     """SRC does not hold the dataset's published layout (the message says what was expected)."""
@@ -28,6 +26,9 @@ class Built:
 def audio_seconds(path: Path, built: Built) -> float | None:
     """The duration of an audio file from its header, or None (with a problem noted) when it is missing,
     unreadable or empty."""
+    # Imported here: auralm.audio loads torch, and `auralm --help` builds the `data import` parser from this package.
+    from auralm.audio import AudioError, audio_duration
+
     if not path.is_file():
         built.problems.append(f"{path}: audio file not found")
         return None
