@@ -41,7 +41,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def synth_world(tmp_path_factory) -> Path:
+def synth_world(tmp_path_factory, voice_engines) -> Path:
     out = tmp_path_factory.mktemp("world")
     world.generate(out, "tiny", seed=0, workers=2, scale=0.5)
     return out
