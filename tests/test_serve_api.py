@@ -212,7 +212,8 @@ def test_api_key_guards_the_api_but_not_health_or_page(chat):
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         good = openai.OpenAI(base_url=s.url + "/v1", api_key="sekrit", max_retries=0)
         assert good.chat.completions.create(model=MODEL, messages=[user("hi")]).usage.completion_tokens == 4
-        assert httpx.get(s.url + "/health").json()["api_key_required"] is True
+        assert httpx.get(s.url + "/health").json() == {"status": "ok"}  # the details need the key too
+        assert httpx.get(s.url + "/health", headers={"authorization": "Bearer sekrit"}).json()["api_key_required"]
         assert httpx.get(s.url + "/").status_code == 200
 
 

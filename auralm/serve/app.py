@@ -38,6 +38,7 @@ from auralm.infer.transcript_formats import to_srt, to_verbose, to_vtt
 from auralm.serve.audio_input import AudioReader
 from auralm.serve.errors import ServeError, bad_request, too_large
 from auralm.serve.fetch import AudioFetcher, FetchPolicy
+from auralm.serve.health import check as check_health
 from auralm.serve.limits import BodyLimit, SecurityHeaders
 from auralm.serve.protocol import (
     ChatRequest,
@@ -128,12 +129,16 @@ def _context(request: Request) -> ServeContext:
 Context = Annotated[ServeContext, Depends(_context)]
 
 
-async def require_key(request: Request, ctx: Context) -> None:
-    key = ctx.settings.api_key
+def _authorized(request: Request, key: str | None) -> bool:
+    """True when no key is configured or the request carries it as `Authorization: Bearer <key>`."""
     if key is None:
-        return
+        return True
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+async def require_key(request: Request, ctx: Context) -> None:
+    if not _authorized(request, ctx.settings.api_key):
         raise ServeError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')", "invalid_api_key")
 
 
@@ -148,13 +153,26 @@ async def page() -> FileResponse:
 
 
 @public.get("/health")
-async def health(ctx: Context) -> JSONResponse:
-    scheduler, ok = ctx.scheduler, ctx.scheduler.alive
+async def health(request: Request, ctx: Context) -> JSONResponse:
+    """200 when the scheduler is alive and making progress and descriptors are free, else 503 with the reason.
+
+    Who sees what: a probe needs only the status and the HTTP code, and must get them without a credential, so
+    /health stays open. The details (model name, queue depth, counters, descriptor use, the reason) tell an outsider
+    what runs here and how busy it is, so when an API key is configured they need it too, as /v1 does; a missing or
+    wrong key gets {"status"} alone, not a 401. Without a key anyone who reaches the server may use all of /v1
+    anyway (and it binds to loopback unless told otherwise), so hiding the details would protect nothing.
+    """
+    state = check_health(ctx.scheduler, ctx.settings)
+    code = 200 if state.ok else 503
+    if not _authorized(request, ctx.settings.api_key):
+        return JSONResponse({"status": state.status}, status_code=code)
+    scheduler = ctx.scheduler
     return JSONResponse(
-        {"status": "ok" if ok else "down", "model": ctx.settings.model_name, "queued": scheduler.queued,
-         "running": scheduler.running, "api_key_required": ctx.settings.api_key is not None,
-         "stats": asdict(scheduler.stats)},
-        status_code=200 if ok else 503,
+        {"status": state.status, "reason": state.reason, "model": ctx.settings.model_name,
+         "queued": scheduler.queued, "running": scheduler.running, "stalled_seconds": state.stalled_for,
+         "open_fds": state.open_fds, "fd_limit": state.fd_limit,
+         "api_key_required": ctx.settings.api_key is not None, "stats": asdict(scheduler.stats)},
+        status_code=code,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -144,6 +145,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._running = 0
         self._active: set[Job] = set()  # jobs taken from the queue and not yet finished (scheduler thread only)
+        self._beat = time.monotonic()  # when the thread last went round its loop (idle too: every _IDLE_WAIT)
 
     # ---- any thread ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -177,10 +179,19 @@ class Scheduler:
     def running(self) -> int:
         return self._running
 
+    @property
+    def stalled_for(self) -> float:
+        """Seconds since the thread last made progress while requests wait or run; 0 when none do (an idle thread
+        goes round its loop every _IDLE_WAIT, so only a thread stuck inside the model or its bookkeeping ages)."""
+        if not self._active and self._queue.empty():
+            return 0.0
+        return max(0.0, time.monotonic() - self._beat)
+
     # ---- the scheduler thread --------------------------------------------------------------------------------
     def _run(self) -> None:
         batch: DecodeBatch | None = None
         while not self._stopping.is_set():
+            self._beat = time.monotonic()
             try:
                 batch = self._cycle(batch)
             except Exception:
@@ -260,6 +271,7 @@ class Scheduler:
                 log.exception("a batched prefill failed; prefilling its %d requests one by one", len(jobs))
         fresh: DecodeBatch | None = None
         for job in jobs:
+            self._beat = time.monotonic()  # each prefill is progress: a slow batch of them is not a stall
             try:
                 part = DecodeBatch.prefill(self.model, job.inputs, [job.config], tags=[job], step_fn=self.step_fn)
             except Exception:

@@ -40,6 +40,12 @@ class ServeSettings:
     allow_file_dir: Path | None = None  # file:// audio URLs must resolve inside this folder; None: file:// refused
     fetch_timeout: float = 10.0  # seconds for one remote audio download, connection included
     max_redirects: int = 3  # redirects followed per audio URL, each one re-checked
+    # /health says "stalled" (503) when the scheduler thread has not gone round its loop for this long while
+    # requests wait or run; above the longest single step, which is one prefill of max_batch long prompts on CPU.
+    health_stall_seconds: float = 120.0
+    # /health says "out_of_file_descriptors" (503) when fewer than this many are free under RLIMIT_NOFILE: the
+    # margin a balancer needs to take the server out of rotation before accept() fails for everyone.
+    health_min_free_fds: int = 32
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_queue", "max_body_bytes", "max_audio_bytes", "max_audios",
@@ -48,8 +54,10 @@ class ServeSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if min(self.max_audio_seconds, self.max_transcribe_seconds, self.fetch_timeout) <= 0:
             raise ValueError("max_audio_seconds, max_transcribe_seconds and fetch_timeout must be > 0")
-        if self.max_redirects < 0 or self.retry_after_seconds < 0:
-            raise ValueError("max_redirects and retry_after_seconds must be >= 0")
+        if self.max_redirects < 0 or self.retry_after_seconds < 0 or self.health_min_free_fds < 0:
+            raise ValueError("max_redirects, retry_after_seconds and health_min_free_fds must be >= 0")
+        if not self.health_stall_seconds > 0:
+            raise ValueError(f"health_stall_seconds must be > 0, got {self.health_stall_seconds}")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(
                 f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit ({self.max_tokens_limit})"
