@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 import auralm
-from auralm.demo.package import DELTA_NAME, SHIPPED_DIR
+from auralm.demo.package import DELTA_NAME, SHIPPED_DIR, write_manifest
 from auralm.infer import registry
 
 
@@ -18,7 +18,8 @@ def test_the_package_root_makes_the_demo_model_the_default(tmp_path, monkeypatch
     digest = hashlib.sha256((SHIPPED_DIR / DELTA_NAME).read_bytes()).hexdigest()[:12]
     folder = tmp_path / f"demo-model-{digest}"
     folder.mkdir()
-    (folder / "config.json").write_text("{}")  # already assembled: nothing is built
+    (folder / "config.json").write_text("{}")
+    write_manifest(folder)  # already assembled, and its check passes: nothing is built
     assert registry.default_model_dir() == folder
 
 

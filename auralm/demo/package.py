@@ -9,6 +9,7 @@ Assembly = the base model of `auralm.demo.base` (real Whisper tiny.en + SmolLM2 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from auralm.model.audiolm import AudioLM
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
 DELTA_NAME, META_NAME = "delta.safetensors", "demo.json"
+MANIFEST_NAME = "assembled.json"  # {file: {"bytes", "sha256"}} of an assembled folder, written last
 MAX_SHIPPED_BYTES = 40 * 1024 * 1024
 EMBED = "language_model.model.embed_tokens.weight"
 
@@ -113,6 +115,7 @@ def assemble(out_dir: str | Path, shipped: Path = SHIPPED_DIR) -> Path:
         save_audiolm(model, tmp, generation_defaults=generation_defaults(processor))
         processor.save_pretrained(tmp)
         (tmp / "auralm.json").write_text(json.dumps(meta.get("prompts", {}), indent=2))
+        write_manifest(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -120,3 +123,23 @@ def assemble(out_dir: str | Path, shipped: Path = SHIPPED_DIR) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp)
     return out_dir
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of one file, read in 1 MB pieces (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while piece := f.read(1 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> dict[str, dict]:
+    """Record the size and sha256 of every file of an assembled folder in its `assembled.json` (which
+    `auralm.demo.locate` checks before the folder is used); returns the entries."""
+    files = {
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_digest(p)}
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME
+    }
+    (folder / MANIFEST_NAME).write_text(json.dumps({"files": files}, indent=2))
+    return files
