@@ -30,24 +30,28 @@ TIERS: list[tuple[str, ...]] = [
 TIER = {name: i for i, names in enumerate(TIERS) for name in names}
 
 
-def module_name(path: Path) -> str:
-    parts = ("auralm",) + path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def find_modules(root: Path) -> dict[str, Path]:
+    """Dotted name -> file for every module of the package at `root` (a folder named auralm)."""
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = ("auralm",) + path.relative_to(root).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
 
 
-MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+MODULES = find_modules(ROOT)
 
 
-def resolve(name: str) -> str:
+def resolve(name: str, modules: dict[str, Path] = MODULES) -> str:
     """The auralm module an imported dotted name loads: the longest prefix that is a module."""
-    while name not in MODULES:
+    while name not in modules:
         name = name.rpartition(".")[0]
     return name
 
 
-def imports_of(module: str) -> set[tuple[str, int]]:
+def imports_of(module: str, modules: dict[str, Path] = MODULES) -> set[tuple[str, int]]:
     """(imported auralm module, line) for every import statement of `module`, at any depth of its body."""
-    path = MODULES[module]
+    path = modules[module]
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -64,13 +68,17 @@ def imports_of(module: str) -> set[tuple[str, int]]:
             continue
         for name in names:
             if name == "auralm" or name.startswith("auralm."):
-                target = resolve(name)
+                target = resolve(name, modules)
                 if target != module:
                     found.add((target, node.lineno))
     return found
 
 
-GRAPH = {m: imports_of(m) for m in MODULES}
+def import_graph(modules: dict[str, Path]) -> dict[str, set[tuple[str, int]]]:
+    return {m: imports_of(m, modules) for m in modules}
+
+
+GRAPH = import_graph(MODULES)
 
 
 def layer(module: str) -> str:
@@ -82,14 +90,19 @@ def test_every_module_has_a_tier():
     assert not sorted({layer(m) for m in MODULES} - set(TIER)), "add the new package to TIERS and ARCHITECTURE.md"
 
 
-def test_no_module_imports_its_own_tier_or_above():
-    breaches = [
-        f"{MODULES[m].relative_to(ROOT.parent)}:{line}: {layer(m)} (tier {TIER[layer(m)]}) imports {target} "
-        f"({layer(target)}, tier {TIER[layer(target)]})"
-        for m, edges in GRAPH.items()
+def upward_imports(graph: dict[str, set[tuple[str, int]]], modules: dict[str, Path]) -> list[str]:
+    """One line per import of a package in the importer's own tier or above (its own package excepted)."""
+    return [
+        f"{modules[m].relative_to(modules['auralm'].parent.parent)}:{line}: {layer(m)} (tier {TIER[layer(m)]}) "
+        f"imports {target} ({layer(target)}, tier {TIER[layer(target)]})"
+        for m, edges in graph.items()
         for target, line in sorted(edges)
         if layer(target) != layer(m) and TIER[layer(target)] >= TIER[layer(m)]
     ]
+
+
+def test_no_module_imports_its_own_tier_or_above():
+    breaches = upward_imports(GRAPH, MODULES)
     assert not breaches, "imports that run up or sideways:\n" + "\n".join(breaches)
 
 
@@ -135,15 +148,19 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def import_cycles(graph: dict[str, set[tuple[str, int]]]) -> list[list[str]]:
+    return strongly_connected({m: {t for t, _ in edges} for m, edges in graph.items()})
+
+
 def test_no_import_cycles():
-    cycles = strongly_connected({m: {t for t, _ in edges} for m, edges in GRAPH.items()})
+    cycles = import_cycles(GRAPH)
     assert not cycles, "modules that import each other (directly or around a loop):\n" + "\n".join(
         " <-> ".join(c) for c in cycles
     )
 
 
-def targets(module: str) -> set[str]:
-    return {t for t, _ in GRAPH[module]}
+def targets(module: str, graph: dict[str, set[tuple[str, int]]] = GRAPH) -> set[str]:
+    return {t for t, _ in graph[module]}
 
 
 def test_the_checker_sees_what_it_must():
@@ -156,3 +173,56 @@ def test_the_checker_sees_what_it_must():
     assert strongly_connected({"a": {"b"}, "b": set()}) == []
     assert resolve("auralm.audio.SAMPLE_RATE") == "auralm.audio"
     assert layer("auralm") == "__init__" and layer("auralm.cli") == "cli" and layer("auralm.infer.api") == "infer"
+
+
+def write_package(root: Path, files: dict[str, str]) -> dict[str, Path]:
+    """A synthetic auralm/ under `root` (relative path -> source) and its modules."""
+    for rel, source in files.items():
+        (root / "auralm" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "auralm" / rel).write_text(source)
+    return find_modules(root / "auralm")
+
+
+CLEAN = {
+    "__init__.py": "from auralm.infer.generate import generate\n",
+    "model/__init__.py": "",
+    "model/layers.py": "import torch\n",
+    "model/audiolm.py": "from .layers import attention\n",
+    "infer/__init__.py": "",
+    "infer/generate.py": "from auralm.model import audiolm\n",
+}
+
+
+def test_the_checker_passes_a_clean_tree(tmp_path):
+    modules = write_package(tmp_path, CLEAN)
+    graph = import_graph(modules)
+    assert targets("auralm.model.audiolm", graph) == {"auralm.model.layers"}  # relative import resolved
+    assert upward_imports(graph, modules) == [] and import_cycles(graph) == []
+
+
+def test_the_checker_fails_on_a_back_edge_and_a_cycle(tmp_path):
+    # The model reaching up into infer/ from inside a function (the lazy import that hides a layering breach),
+    # which also closes the loop infer.generate -> model.audiolm -> infer.generate.
+    back_edge = "\n\ndef generate(model):\n    from auralm.infer.generate import generate\n"
+    modules = write_package(tmp_path, {**CLEAN, "model/audiolm.py": CLEAN["model/audiolm.py"] + back_edge})
+    graph = import_graph(modules)
+    assert upward_imports(graph, modules) == [
+        "auralm/model/audiolm.py:5: model (tier 2) imports auralm.infer.generate (infer, tier 4)"
+    ]
+    assert import_cycles(graph) == [["auralm.infer.generate", "auralm.model.audiolm"]]
+
+
+def test_the_checker_sees_type_checking_and_sideways_imports_and_cycles_within_a_package(tmp_path):
+    files = {
+        **CLEAN,
+        "train/__init__.py": "",
+        "train/loop.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import auralm.infer.generate as g\n",
+        "model/layers.py": "from auralm.model.audiolm import AudioLM\n",  # layers <-> audiolm: same package
+    }
+    modules = write_package(tmp_path, files)
+    graph = import_graph(modules)
+    assert upward_imports(graph, modules) == [
+        "auralm/train/loop.py:3: train (tier 4) imports auralm.infer.generate (infer, tier 4)"
+    ]
+    assert import_cycles(graph) == [["auralm.model.audiolm", "auralm.model.layers"]]
+
