@@ -143,18 +143,21 @@ class Processor:
         return self.encode(text) if tokenize else text
 
     def check_conversation_text(self, conversation: list[dict[str, Any]]) -> None:
-        """Raise `ControlTokenError` when a message's text tokenizes to a special token's id (compared as ids, so
-        exactly what the tokenizer would match), `ValueError` when it is not valid Unicode."""
+        """Raise `ControlTokenError` when a message's text tokenizes to one of `special_token_ids` (compared as ids,
+        so exactly what the tokenizer would match), `ValueError` when it is not valid Unicode."""
         for i, m in enumerate(validate_conversation(conversation)):
             items = [{"type": "text", "text": m["content"]}] if isinstance(m["content"], str) else m["content"]
             for j, item in enumerate(items):
                 if item.get("type", "text") != "text" or not isinstance(item.get("text"), str):
                     continue
-                text = _unicode(item["text"], f"message {i} item {j}")
-                found = [self.tokenizer.id_to_token(t) for t in dict.fromkeys(
-                    self.tokenizer.encode(text, add_special_tokens=False).ids) if t in self.special_token_ids]
+                ids = self.text_ids(_unicode(item["text"], f"message {i} item {j}"))
+                found = [self.tokenizer.id_to_token(t) for t in dict.fromkeys(ids) if t in self.special_token_ids]
                 if found:
                     raise ControlTokenError(i, j, found)
+
+    def text_ids(self, text: str) -> list[int]:
+        """Message text -> ids as the tokenizer reads it inside a prompt (special tokens matched)."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(_unicode(text, "text")).ids
@@ -184,6 +187,7 @@ class Processor:
             windows.extend(parts)
             per_clip.append(len(parts))
         feats, lengths = log_mel_batch(windows, n_mels=self.n_mels, pad_to_30s=pad_to_30s)  # (Nw, M, F), (Nw,)
+        lengths = self.valid_frames(windows, lengths)
         mask = (torch.arange(feats.shape[-1])[None, :] < lengths[:, None]).long()  # (Nw, F)
         tokens = [num_audio_tokens(int(n)) for n in lengths]
         counts, i = [], 0
@@ -191,6 +195,10 @@ class Processor:
             counts.append(sum(tokens[i:i + k]))
             i += k
         return feats, mask, counts
+
+    def valid_frames(self, windows: list[np.ndarray], lengths: torch.Tensor) -> torch.Tensor:
+        """The mel frames of each window the encoder sees (Nw,): `log_mel_batch`'s count, as the reference rounds."""
+        return lengths
 
     # ---- everything ------------------------------------------------------------------------------------
     def __call__(
@@ -204,17 +212,7 @@ class Processor:
         Returns input_ids/attention_mask (B, T) padded on `padding_side`, input_features (Nw, M, F) and
         feature_attention_mask (Nw, F) with one row per 30 s window (= per clip for clips up to 30 s).
         """
-        if return_tensors != "pt":
-            raise ValueError(f"return_tensors={return_tensors!r}: auralm returns PyTorch tensors ('pt') only")
-        texts = [text] if isinstance(text, str) else list(text)
-        if not texts or not all(isinstance(t, str) for t in texts):
-            raise ValueError("text must be a string or a non-empty list of strings")
-        if audio is None:
-            audios: list[Any] = []
-        elif isinstance(audio, (list, tuple)) and not _is_array_pair(audio):
-            audios = list(audio)
-        else:
-            audios = [audio]
+        texts, audios = batch_arguments(text, audio, return_tensors)
         ids = [self.encode(t) for t in texts]
         n_placeholders = sum(row.count(self.audio_token_id) for row in ids)
         if n_placeholders != len(audios):
@@ -222,6 +220,12 @@ class Processor:
                 f"the text holds {n_placeholders} {AUDIO_TOKEN} placeholder(s) but {len(audios)} audio(s) were given; "
                 "give one audio per placeholder (apply_chat_template writes one per audio item)"
             )
+        return self.model_inputs(ids, audios, sampling_rate, padding_side, pad_to_30s)
+
+    def model_inputs(
+        self, ids: list[list[int]], audios: list[Any], sampling_rate: int, padding_side: str | None, pad_to_30s: bool,
+    ) -> ProcessorOutput:
+        """Token rows with one placeholder per audio (in batch order) + those audios -> the model's inputs."""
         out = ProcessorOutput()
         if audios:
             waves = [self.prepare_audio(a, sampling_rate) for a in audios]
@@ -270,6 +274,20 @@ def _unicode(text: str, where: str) -> str:
             "it is not valid Unicode"
         ) from None
     return text
+
+
+def batch_arguments(text: str | list[str], audio: Any, return_tensors: str) -> tuple[list[str], list[Any]]:
+    """A processor call's `text` and `audio` as lists: (prompts (B), clips in placeholder order)."""
+    if return_tensors != "pt":
+        raise ValueError(f"return_tensors={return_tensors!r}: auralm returns PyTorch tensors ('pt') only")
+    texts = [text] if isinstance(text, str) else list(text)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("text must be a string or a non-empty list of strings")
+    if audio is None:
+        return texts, []
+    if isinstance(audio, (list, tuple)) and not _is_array_pair(audio):
+        return texts, list(audio)
+    return texts, [audio]
 
 
 def _is_array_pair(x: Any) -> bool:

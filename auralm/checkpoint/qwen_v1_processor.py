@@ -21,12 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from auralm.audio import DEFAULT_MAX_SECONDS, HOP_LENGTH, N_FRAMES, SAMPLE_RATE, log_mel_batch
-from auralm.audio.chunking import split_audio
-from auralm.audio.geometry import num_audio_tokens
-from auralm.processor import ControlTokenError, Processor, ProcessorOutput, _is_array_pair, _unicode
+from auralm.audio import DEFAULT_MAX_SECONDS, HOP_LENGTH, N_FRAMES, SAMPLE_RATE
+from auralm.processor import Processor, ProcessorOutput, _read_json, _unicode, batch_arguments
 from auralm.text import qwen_v1_chat as v1chat
-from auralm.text.chat import validate_conversation
 from auralm.text.qwen_v1_tokenizer import (
     AUDIO_END,
     AUDIO_PAD,
@@ -98,17 +95,10 @@ class QwenV1Processor(Processor):
         text = v1chat.render_chat(conversation, add_generation_prompt)
         return self.encode(text) if tokenize else text
 
-    def check_conversation_text(self, conversation: list[dict[str, Any]]) -> None:
-        """`ControlTokenError` when message text holds ChatML tokens or audio spans (`_FORBIDDEN_IN_CHAT`)."""
-        for i, m in enumerate(validate_conversation(conversation)):
-            items = [{"type": "text", "text": m["content"]}] if isinstance(m["content"], str) else m["content"]
-            for j, item in enumerate(items):
-                if item.get("type", "text") != "text" or not isinstance(item.get("text"), str):
-                    continue
-                ids = self.tokenizer.encode(_unicode(item["text"], f"message {i} item {j}"))
-                found = [self.tokenizer.id_to_token(t) for t in dict.fromkeys(ids) if t in self.special_token_ids]
-                if found:
-                    raise ControlTokenError(i, j, found)
+    def text_ids(self, text: str) -> list[int]:
+        """Message text -> ids with every special token parsed: `check_conversation_text` refuses the ChatML
+        tokens and audio spans among them (`_FORBIDDEN_IN_CHAT`)."""
+        return self.tokenizer.encode(text)
 
     def encode(self, text: str) -> list[int]:
         """A prompt -> ids. ChatML prompts (starting with `<|im_start|>`) are tokenized piecewise as make_context
@@ -126,23 +116,9 @@ class QwenV1Processor(Processor):
         return ids
 
     # ---- audio ---------------------------------------------------------------------------------------------
-    def features(self, audios: list[np.ndarray], pad_to_30s: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """As `Processor.features`, with v1's frame count: floor(samples / 160) valid frames per window."""
-        windows: list[np.ndarray] = []
-        per_clip: list[int] = []
-        for audio in audios:
-            parts = split_audio(audio)
-            windows.extend(parts)
-            per_clip.append(len(parts))
-        feats, _ = log_mel_batch(windows, n_mels=self.n_mels, pad_to_30s=pad_to_30s)  # (Nw, M, F)
-        lengths = torch.tensor([min(len(w) // HOP_LENGTH, N_FRAMES) for w in windows])  # (Nw,)
-        mask = (torch.arange(feats.shape[-1])[None, :] < lengths[:, None]).long()  # (Nw, F)
-        tokens = [int(num_audio_tokens(int(n))) for n in lengths]
-        counts, i = [], 0
-        for k in per_clip:
-            counts.append(sum(tokens[i:i + k]))
-            i += k
-        return feats, mask, counts
+    def valid_frames(self, windows: list[np.ndarray], lengths: torch.Tensor) -> torch.Tensor:
+        """v1's frame count: floor(samples / 160) valid frames per window (Nw,), where HF-style processors round up."""
+        return torch.tensor([min(len(w) // HOP_LENGTH, N_FRAMES) for w in windows])
 
     # ---- everything ------------------------------------------------------------------------------------
     def __call__(
@@ -154,17 +130,7 @@ class QwenV1Processor(Processor):
         Each `<audio>SOURCE</audio>` span (or auralm placeholder) is one clip: a span holding the pad token takes
         the next clip of `audio`, any other SOURCE is read as a local file path.
         """
-        if return_tensors != "pt":
-            raise ValueError(f"return_tensors={return_tensors!r}: auralm returns PyTorch tensors ('pt') only")
-        texts = [text] if isinstance(text, str) else list(text)
-        if not texts or not all(isinstance(t, str) for t in texts):
-            raise ValueError("text must be a string or a non-empty list of strings")
-        if audio is None:
-            given: list[Any] = []
-        elif isinstance(audio, (list, tuple)) and not _is_array_pair(audio):
-            given = list(audio)
-        else:
-            given = [audio]
+        texts, given = batch_arguments(text, audio, return_tensors)
         sources = [s for t in texts for s in v1chat.audio_sources(t)]
         n_given = sum(s == AUDIO_PAD for s in sources)
         if n_given != len(given):
@@ -173,19 +139,9 @@ class QwenV1Processor(Processor):
                 "audio(s) were given; give one audio per placeholder, or write <audio>path</audio>"
             )
         clips = iter(given)
+        audios = [next(clips) if s == AUDIO_PAD else _local_path(s) for s in sources]
         ids = [self.encode(v1chat.pad_spans(t)) for t in texts]
-        out = ProcessorOutput()
-        if sources:
-            waves = [self.prepare_audio(next(clips) if s == AUDIO_PAD else _local_path(s), sampling_rate) for s in sources]
-            total = sum(len(w) for w in waves) / SAMPLE_RATE
-            if total > self.max_audio_seconds:
-                raise ValueError(f"the request holds {total:.0f} s of audio; the limit is {self.max_audio_seconds:.0f} s")
-            feats, fmask, counts = self.features(waves, pad_to_30s=pad_to_30s)
-            ids = self._expand(ids, counts)
-            out["input_features"], out["feature_attention_mask"] = feats, fmask
-        input_ids, attention_mask = self.pad(ids, padding_side or self.padding_side)
-        out["input_ids"], out["attention_mask"] = input_ids, attention_mask
-        return ProcessorOutput({k: out[k] for k in ("input_ids", "attention_mask", "input_features", "feature_attention_mask") if k in out})
+        return self.model_inputs(ids, audios, sampling_rate, padding_side, pad_to_30s)
 
     # ---- conversations with <audio>path</audio> in their text (the library's chat, not the server) ----------
     @staticmethod
@@ -215,12 +171,3 @@ def _local_path(source: str) -> str:
         raise FileNotFoundError(f"<audio>{source}</audio>: no such audio file")
     return path
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    return data if isinstance(data, dict) else {}
