@@ -90,7 +90,11 @@ def format_transcript(result, fmt: str) -> str:
     if fmt == "json":
         return json.dumps({
             "text": result.text, "language": result.language,
-            "segments": [{"start": s.start, "end": s.end, "text": s.text, "words": s.words} for s in result.segments if s.text],
+            "segments": [
+                {"start": s.start, "end": s.end, "text": s.text,
+                 "words": [{"word": w, "start": a, "end": b} for w, a, b in s.words]}
+                for s in result.segments if s.text
+            ],
         }, ensure_ascii=False, indent=2)
     return (to_srt if fmt == "srt" else to_vtt)(result).rstrip("\n")
 
@@ -113,7 +117,8 @@ def cmd_transcribe(args) -> int:
             bar.update(done - bar.n)
 
         # The wave is decoded under --max-audio-seconds already; the processor's own limit must not apply again.
-        result = chat.transcribe_wave(wave, language=args.language, progress=progress)
+        result = chat.transcribe_wave(wave, language=args.language, timestamps=args.word_timestamps,
+                                      progress=progress)
         bar.close()
         text = format_transcript(result, args.format)
         if args.output_dir:
@@ -253,8 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transcribe", help="transcribe audio files of any length")
     p.add_argument("files", nargs="+", metavar="FILE")
     _model_arg(p)
-    p.add_argument("--language", help="language code, e.g. en (default: detected)")
+    p.add_argument("--language", help="language code, e.g. en (default: detected; --format json reports the "
+                                      "language the model named, or null when it named none)")
     p.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt")
+    p.add_argument("--word-timestamps", action="store_true",
+                   help="ask the model for word times (its word-timestamp mode); --format json lists them")
     p.add_argument("--output-dir", help="write FILE.<format> there instead of printing")
     p.add_argument("--max-audio-seconds", type=float, metavar="S",
                    help=f"refuse longer audio (default: the library's limit, {LIBRARY_MAX_MINUTES:g} min)")

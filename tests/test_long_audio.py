@@ -179,11 +179,11 @@ def test_transcripts_get_a_token_budget_from_the_window_length(chat):
 
     chat.generate_texts = spy
     try:
-        clip = (np.zeros(2 * SR, np.float32), SR)
-        chat.transcribe(clip)
-        chat.transcribe(clip, timestamps=True)
-        chat.transcribe(clip, max_new_tokens=100)
-        chat.transcribe((np.zeros(40 * SR, np.float32), SR))  # two windows, each with its own length
+        clip = (np.zeros(2 * SR, np.float32), SR)  # silence: the speech gate is off so that every window decodes
+        chat.transcribe(clip, speech_gate=False)
+        chat.transcribe(clip, timestamps=True, speech_gate=False)
+        chat.transcribe(clip, max_new_tokens=100, speech_gate=False)
+        chat.transcribe((np.zeros(40 * SR, np.float32), SR), speech_gate=False)  # two windows, each its own length
     finally:
         chat.generate_texts = decode
     assert budgets[:3] == [16 + 24, 16 + 60, 100]

@@ -51,7 +51,10 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
 def build_hf_checkpoint(folder: Path, n_mels: int, n_kv_heads: int, seed: int = 0, tie: bool = False) -> Path:
     """Save a random tiny Qwen2AudioForConditionalGeneration + Qwen2AudioProcessor (sharded) into `folder`."""
     from transformers import (
-        PreTrainedTokenizerFast, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
+        PreTrainedTokenizerFast,
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
         WhisperFeatureExtractor,
     )
 
@@ -82,13 +85,14 @@ def build_hf_checkpoint(folder: Path, n_mels: int, n_kv_heads: int, seed: int = 
 
 
 def speechlike(seconds: float, seed: int, sr: int = 16000) -> np.ndarray:
-    """A deterministic signal with speech-like structure: gliding harmonics, noise bursts and pauses."""
+    """A deterministic signal with speech-like structure: a gliding 100-200 Hz pitch whose harmonics reach 3-6 kHz
+    (a glottal buzz, voiced for `auralm.audio.speech_gate`), noise and pauses."""
     rng = np.random.default_rng(seed)
     n = int(round(seconds * sr))
     t = np.arange(n) / sr
-    f0 = 120 + 60 * np.sin(2 * np.pi * 0.7 * t + seed)
+    f0 = 150 + 50 * np.sin(2 * np.pi * 0.7 * t + seed)
     phase = 2 * np.pi * np.cumsum(f0) / sr
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 6))
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 31))
     envelope = (np.sin(2 * np.pi * 2.3 * t + seed) > -0.3).astype(np.float64)
     x = 0.3 * voiced * envelope + 0.02 * rng.standard_normal(n)
     return x.astype(np.float32)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from auralm.audio import SAMPLE_RATE, AudioError
+from auralm.audio.speech_gate import has_speech
 from auralm.checkpoint.hf import load_audiolm
 from auralm.checkpoint.qwen_v1 import is_qwen_v1_folder
 from auralm.checkpoint.qwen_v1_processor import QwenV1Processor
@@ -31,7 +32,7 @@ from auralm.infer.transcribe import Transcript, transcribe_windows, window_budge
 from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
 from auralm.text.chat import audio_items
-from auralm.text.formats import parse_srwt
+from auralm.text.formats import answer_language, parse_srwt, special_pattern, strip_tags
 from auralm.text.prompts import asr_prompt
 
 # Decodes a batch of prompts to answers: (inputs, config, skip_special_tokens) -> texts, as `generate_texts` does.
@@ -74,6 +75,9 @@ class AudioChat:
         self.options = options or {}
         self.defaults = GenerationConfig(max_new_tokens=256, stop_token_ids=tuple(processor.eos_token_ids))
         self.step_fn = step_fn  # the model's compiled decode step (`load(compile=True)`), used by every decode loop
+        added = getattr(getattr(processor, "tokenizer", None), "get_added_tokens_decoder", None)
+        # The special tokens as text, to strip from a transcript decoded with them (for its language tag).
+        self.special_text = special_pattern(t.content for t in added().values() if t.special) if added else special_pattern()
 
     @classmethod
     def from_folder(cls, folder: str | Path, dtype: torch.dtype | None = None) -> AudioChat:
@@ -142,39 +146,54 @@ class AudioChat:
 
     # ---- transcription ------------------------------------------------------------------------------------
     def transcribe(
-        self, audio: Any, language: str | None = None, timestamps: bool = False, progress=None, **generation: Any,
+        self, audio: Any, language: str | None = None, timestamps: bool = False, progress=None,
+        speech_gate: bool = True, **generation: Any,
     ) -> Transcript:
         """Transcribe audio of any length (windows of 30 s, stitched). `str(result)` is the text.
 
-        `audio`: anything `load_audio` takes; `language` forces the transcript's language tag; `timestamps` asks for
-        word times (`result.words`); `progress(done, total)` after each window; `generation`: `GenerationConfig`
-        fields, where an explicit `max_new_tokens` (or `max_tokens`) limits every window."""
-        return self.transcribe_wave(self.processor.prepare_audio(audio), language, timestamps, progress, **generation)
+        `audio`: anything `load_audio` takes; `language` forces the transcript's language tag (default: the model
+        detects it, and `result.language` is the one it named, if it named one); `timestamps` asks for word times
+        (`result.words`); `progress(done, total)` after each window; `speech_gate`: windows without voiced speech
+        (`audio.speech_gate`) transcribe to "" without running the model; `generation`: `GenerationConfig` fields,
+        where an explicit `max_new_tokens` (or `max_tokens`) limits every window."""
+        return self.transcribe_wave(
+            self.processor.prepare_audio(audio), language, timestamps, progress, speech_gate=speech_gate, **generation
+        )
 
     def transcribe_wave(
         self, wave: np.ndarray, language: str | None = None, timestamps: bool = False, progress=None,
-        decode: BatchDecoder | None = None, cap: int | None = None, **generation: Any,
+        decode: BatchDecoder | None = None, cap: int | None = None, speech_gate: bool = True, **generation: Any,
     ) -> Transcript:
         """The one transcription function (library, CLI, demo and server): 16 kHz mono samples (n,) -> Transcript.
 
-        Each window is prompted with `text.prompts.asr_prompt` (the folder's auralm.json may replace the prompts)
-        and decoded by `decode` (default: `generate_texts`; the server queues windows with its scheduler) within
-        `transcribe.window_budget(window seconds, timestamps, max_new_tokens, cap)` new tokens."""
+        Each window with speech (all of them without `speech_gate`) is prompted with `text.prompts.asr_prompt` (the
+        folder's auralm.json may replace the prompts) and decoded by `decode` (default: `generate_texts`; the server
+        queues windows with its scheduler) within `transcribe.window_budget(window seconds, timestamps,
+        max_new_tokens, cap)` new tokens. `result.language`: `language`, else the tag the model's answers start with
+        most often (Qwen2-Audio answers "<|en|>..." when asked to detect), else None."""
         decode = decode or self.generate_texts
         cfg = self.config(**generation)
         explicit = generation.get("max_new_tokens", generation.get("max_tokens"))
         prompt = asr_prompt(language, timestamps, self.options)
         # What a timestamps prompt forces of the answer (v1 ends it with "<|0.00|>"), put back before parsing.
         forced = self.options.get("asr_timestamps_answer_prefix", "") if timestamps else ""
+        # Special tokens are kept when word times are wanted (time tokens) or the language is to be detected (the
+        # answer's language tag); the transcript text is then stripped of them.
+        keep_special = timestamps or language is None
+        detected: list[str] = []
 
         def decode_window(samples: np.ndarray) -> str:
+            if speech_gate and not has_speech(samples):
+                return ""  # silence, a tone, noise: no words, and no model run that would describe the sound
             inputs = self.processor(text=prompt, audio=samples)
             budget = window_budget(len(samples) / SAMPLE_RATE, timestamps, explicit, cap)
-            # Time tokens are special tokens: keep them when word times are wanted.
-            return forced + decode(inputs, replace(cfg, max_new_tokens=budget), not timestamps)[0]
+            text = forced + decode(inputs, replace(cfg, max_new_tokens=budget), not keep_special)[0]
+            if keep_special and (tag := answer_language(text)) is not None:
+                detected.append(tag)
+            return text if timestamps or not keep_special else strip_tags(text, self.special_text)
 
         result = transcribe_windows(wave, decode_window, progress, parse_words=parse_srwt if timestamps else None)
-        result.language = language
+        result.language = language or (max(detected, key=detected.count) if detected else None)
         return result
 
 

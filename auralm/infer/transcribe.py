@@ -4,6 +4,9 @@ Windows are cut at quiet spots and overlap by `OVERLAP_SECONDS`, so a word cut a
 other. At each seam the longest run of words that ends the previous transcript and starts the next one (compared
 without case and punctuation) is kept once. Each window decodes within `window_budget` tokens, the one rule of the
 library, the CLI, the demo and the server.
+
+The overlap belongs to one segment: each seam's overlap is split at its midpoint, so the segments (SRT/VTT cues)
+tile the audio in order without overlapping.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -98,9 +102,13 @@ def transcribe_windows(
     cut by time: a word that starts before the previous window's last word ended was already heard.
     """
     windows = plan_windows(audio, window_seconds=window_seconds, overlap_seconds=overlap_seconds)
+    # Segment bounds in samples: 0, the midpoint of each seam's overlap, the end. Window i spans bounds[i:i + 2].
+    bounds = [0] + [(a.end + b.start) // 2 for a, b in pairwise(windows)] + [windows[-1].end]
     segments: list[Segment] = []
     words: list[str] = []
     heard_until = 0.0
+    if progress:
+        progress(0, len(windows))  # the total, before the first window's wait
     for i, w in enumerate(windows):
         text = decode_window(audio[w.start:w.end]).strip()
         offset = w.start / sampling_rate
@@ -114,7 +122,7 @@ def transcribe_windows(
             nxt = text.split()
             kept = nxt[seam_overlap(words, nxt):]
         words += kept
-        segments.append(Segment(offset, w.end / sampling_rate, " ".join(kept), timed))
+        segments.append(Segment(bounds[i] / sampling_rate, bounds[i + 1] / sampling_rate, " ".join(kept), timed))
         if progress:
             progress(i + 1, len(windows))
     return Transcript(" ".join(words), segments)

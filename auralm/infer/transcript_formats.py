@@ -24,12 +24,16 @@ def to_vtt(result: Transcript) -> str:
     return "WEBVTT\n\n" + "".join(f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text}\n\n" for s in segments)
 
 
-def to_verbose(result: Transcript, duration: float) -> dict[str, Any]:
-    """OpenAI's verbose_json: the text, language, duration and timed segments (one per decoded window)."""
-    return {
+def to_verbose(result: Transcript, duration: float, words: bool = False) -> dict[str, Any]:
+    """OpenAI's verbose_json: the text, language, duration and timed segments (one per decoded window); with
+    `words` (timestamp_granularities "word"; the result of a transcription with word times) the timed words."""
+    body = {
         "task": "transcribe", "language": result.language, "duration": round(duration, 3), "text": result.text,
         "segments": [
             {"id": i, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text}
             for i, s in enumerate(result.segments)
         ],
     }
+    if words:
+        body["words"] = [{"word": w, "start": round(a, 3), "end": round(b, 3)} for w, a, b in result.words]
+    return body

@@ -247,7 +247,7 @@ async def transcriptions(request: Request, ctx: Context) -> Response:
         result = work.result()
     finally:
         watcher.cancel()
-    return _transcription_response(result, parsed.response_format, len(wave) / SAMPLE_RATE)
+    return _transcription_response(result, parsed.response_format, len(wave) / SAMPLE_RATE, parsed.word_timestamps)
 
 
 async def _read_transcription_form(request: Request, settings: ServeSettings) -> tuple[TranscriptionRequest, bytes]:
@@ -257,8 +257,9 @@ async def _read_transcription_form(request: Request, settings: ServeSettings) ->
         if not isinstance(upload, UploadFile):
             raise bad_request("the form needs the audio as a 'file' part", param="file")
         fields: dict[str, Any] = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-        fields["timestamp_granularities[]"] = [
-            v for v in form.getlist("timestamp_granularities[]") if isinstance(v, str)
+        fields["timestamp_granularities[]"] = [  # OpenAI's clients send the [] form; plain HTML forms may not
+            v for key in ("timestamp_granularities[]", "timestamp_granularities") for v in form.getlist(key)
+            if isinstance(v, str)
         ]
         parsed = parse_transcription(fields, settings)
         data = await upload.read(settings.max_audio_bytes + 1)
@@ -269,11 +270,12 @@ async def _read_transcription_form(request: Request, settings: ServeSettings) ->
 
 
 def _transcribe(ctx: ServeContext, wave: np.ndarray, parsed: TranscriptionRequest, gone: threading.Event) -> Transcript:
-    """Runs in a worker thread: the library's transcription, each window a job for the scheduler and within
-    `window_budget` with the server's `default_max_tokens` as the cap of every window."""
+    """Runs in a worker thread: the library's transcription (speech gate, detected language, word times when asked),
+    each window a job for the scheduler and within `window_budget` with the server's `default_max_tokens` as the
+    cap of every window."""
     return ctx.chat.transcribe_wave(
-        wave, parsed.language, decode=_scheduler_decoder(ctx, gone), cap=ctx.settings.default_max_tokens,
-        do_sample=parsed.temperature > 0, temperature=parsed.temperature or 1.0,
+        wave, parsed.language, timestamps=parsed.word_timestamps, decode=_scheduler_decoder(ctx, gone),
+        cap=ctx.settings.default_max_tokens, do_sample=parsed.temperature > 0, temperature=parsed.temperature or 1.0,
     )
 
 
@@ -282,11 +284,10 @@ def _scheduler_decoder(ctx: ServeContext, gone: threading.Event) -> BatchDecoder
     slot) and waits for its answer; raises ClientGone, cancelling the job, once `gone` is set."""
 
     def decode(inputs: dict[str, torch.Tensor], config: GenerationConfig, skip_special_tokens: bool) -> list[str]:
-        assert skip_special_tokens, "a job's text skips special tokens; the server asks for no word times"
         if gone.is_set():
             raise ClientGone()
         events: queue.SimpleQueue = queue.SimpleQueue()
-        job = Job(inputs, config, events.put)
+        job = Job(inputs, config, events.put, skip_special_tokens=skip_special_tokens)
         ctx.submit(job, wait=WINDOW_WAIT_SECONDS)
         parts = []
         while True:
@@ -307,7 +308,9 @@ def _scheduler_decoder(ctx: ServeContext, gone: threading.Event) -> BatchDecoder
     return decode
 
 
-def _transcription_response(result: Transcript, response_format: str, duration: float) -> Response:
+def _transcription_response(
+    result: Transcript, response_format: str, duration: float, word_timestamps: bool = False,
+) -> Response:
     if response_format == "text":
         return PlainTextResponse(result.text)
     if response_format == "srt":
@@ -315,8 +318,8 @@ def _transcription_response(result: Transcript, response_format: str, duration: 
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(result), media_type="text/vtt")
     if response_format == "verbose_json":
-        return JSONResponse(to_verbose(result, duration))
-    return JSONResponse({"text": result.text})
+        return JSONResponse(to_verbose(result, duration, words=word_timestamps))
+    return JSONResponse({"text": result.text, "language": result.language})
 
 
 # ---- answering ----------------------------------------------------------------------------------------------

@@ -247,6 +247,7 @@ class TranscriptionRequest:
     language: str | None
     response_format: str
     temperature: float
+    word_timestamps: bool = False  # timestamp_granularities has "word": verbose_json gets `words`
 
 
 def parse_transcription(form: dict[str, Any], settings: ServeSettings) -> TranscriptionRequest:
@@ -261,15 +262,17 @@ def parse_transcription(form: dict[str, Any], settings: ServeSettings) -> Transc
     if form.get("prompt"):
         raise bad_request("a transcription prompt is not supported by this server", "unsupported_parameter", "prompt")
     granularities = form.get("timestamp_granularities[]") or []
-    if any(g != "segment" for g in granularities):
-        raise bad_request("only segment timestamps are supported", "unsupported_parameter",
-                          "timestamp_granularities")
+    if any(g not in ("segment", "word") for g in granularities):
+        raise bad_request("timestamp_granularities may hold 'segment' and 'word'", param="timestamp_granularities")
+    if granularities and fmt != "verbose_json":  # OpenAI's rule: only verbose_json carries timestamps
+        raise bad_request("timestamp_granularities needs response_format 'verbose_json'",
+                          param="timestamp_granularities")
     try:
         temperature = float(form.get("temperature") or 0.0)
     except ValueError:
         raise bad_request("temperature must be a number", param="temperature") from None
     temperature = _temperature(temperature, 1.0)  # OpenAI's range for transcription
-    return TranscriptionRequest(language and language.lower(), fmt, temperature)
+    return TranscriptionRequest(language and language.lower(), fmt, temperature, "word" in granularities)
 
 
 # ---- field checks --------------------------------------------------------------------------------------------

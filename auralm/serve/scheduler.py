@@ -62,13 +62,14 @@ class Job:
     """One generation request as the scheduler sees it. `emit` is called from the scheduler thread."""
 
     def __init__(self, inputs: dict[str, torch.Tensor], config: GenerationConfig, emit: Callable[[Event], Any],
-                 stop: tuple[str, ...] = ()):
+                 stop: tuple[str, ...] = (), skip_special_tokens: bool = True):
         if inputs["input_ids"].shape[0] != 1:
             raise ValueError(f"a job holds one prompt, got {inputs['input_ids'].shape[0]}")
         self.inputs = inputs
         self.config = config
         self.emit = emit
         self.stop = stop
+        self.skip_special_tokens = skip_special_tokens  # False: a transcription window's language and time tags
         self.prompt_tokens = int(inputs["attention_mask"].sum())
         self.cancelled = False  # set by the request's side when its client goes away
         self.failed = False  # set when the scheduler has sent `Failed`
@@ -79,8 +80,9 @@ class Job:
         self.cancelled = True
 
     # ---- called by the scheduler thread -------------------------------------------------------------------
-    def start(self, decode: Callable[[list[int]], str]) -> None:
-        self._deltas = TextDeltas(decode)
+    def start(self, decode: Callable[[list[int], bool], str]) -> None:
+        """`decode(ids, skip_special_tokens)`: the processor's."""
+        self._deltas = TextDeltas(lambda ids: decode(ids, self.skip_special_tokens))
 
     def take(self, token: int) -> bool:
         """Release the text of a new token; True when a stop string has ended the answer."""
@@ -132,11 +134,11 @@ class SchedulerStats:
 
 class Scheduler:
     def __init__(
-        self, model, decode: Callable[[list[int]], str], max_batch: int, max_queue: int,
+        self, model, decode: Callable[[list[int], bool], str], max_batch: int, max_queue: int,
         step_fn: DecodeStep | None = None,
     ):
         self.model = model
-        self.decode = decode
+        self.decode = decode  # (ids, skip_special_tokens) -> text: the processor's decode
         self.step_fn = step_fn  # the model's compiled decode step, if the AudioChat holds one
         self.max_batch = max_batch
         self.stats = SchedulerStats()

@@ -24,6 +24,7 @@ attributes use `<|keyword|>...<|speaker_meta|>`; voice chat and mixed audio in t
 
 import dataclasses
 import re
+from collections.abc import Iterable
 
 from auralm.text.prompts import ASR_INSTRUCTION, SRWT_INSTRUCTION, chat_instruction
 from auralm.text.tokens import AUDIO_MARKER, AUDIO_PLACEHOLDER
@@ -113,6 +114,36 @@ def srwt_string(words: list[dict], duration: float | None = None) -> str:
 
 
 _SRWT_PIECE = re.compile(r"<\|(\d+\.\d\d)\|>|(<\|[^|>]*\|>)|([^<]+)")
+_TAG = re.compile(r"<\|[^|<>\s]*\|>")  # a special tag as decoded text: <|en|>, <|0.54|>, <|sil|>, <|endoftext|>
+_LEADING_TAG = re.compile(r"\s*<\|([^|<>\s]*)\|>")
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")  # the shape of Whisper's and Qwen-Audio's language tags (en, yue, haw)
+NOT_LANGUAGE_TAGS = frozenset({"sil", "itn"})  # tags of that shape that name no language
+
+
+def answer_language(text: str) -> str | None:
+    """The language code of the first language tag among the tags an answer starts with, or None: ASR answers of
+    the Qwen-Audio family name the detected language first ("<|en|>hello" -> "en"; also after
+    "<|startoftranscript|>"). `text` is decoded with its special tokens."""
+    pos = 0
+    while match := _LEADING_TAG.match(text, pos):
+        name = match.group(1)
+        if _LANGUAGE_CODE.fullmatch(name) and name not in NOT_LANGUAGE_TAGS:
+            return name
+        pos = match.end()
+    return None
+
+
+def special_pattern(specials: Iterable[str] = ()) -> re.Pattern[str]:
+    """A pattern for the special tokens in decoded text: every `<|...|>` tag and the given strings (a tokenizer's
+    other special tokens, e.g. SmolLM2's `<jupyter_code>`)."""
+    extra = sorted({t for t in specials if t and not _TAG.fullmatch(t)}, key=len, reverse=True)
+    return re.compile("|".join([_TAG.pattern, *map(re.escape, extra)]))
+
+
+def strip_tags(text: str, pattern: re.Pattern[str] = _TAG) -> str:
+    """Text decoded with its special tokens, without them (`special_pattern` names a tokenizer's own): what
+    decoding with `skip_special_tokens` gives."""
+    return pattern.sub("", text).strip()
 
 
 def parse_srwt(text: str) -> list[tuple[str, float, float]]:
