@@ -197,7 +197,7 @@ def reference_logits(sd: dict, hf: dict, ids: list[int], spans: list[torch.Tenso
         assert b - a + 1 == span.shape[0]
         h[a:b + 1] = span
     seq = hf["seq_length"]
-    alpha = max(2 ** math.ceil(math.log(L / seq, 2) + 1) - 1, 1)
+    alpha = max(2 ** math.ceil(math.log(L / seq, 2) + 1) - 1, 1)  # noqa: FURB163 (the published expression)
     base = hf["rotary_emb_base"] * alpha ** (d / (d - 2))
     inv = 1.0 / (base ** (torch.arange(0, d, 2).float() / d))
     ang = torch.outer(torch.arange(L).float(), inv)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from train_data import base_config, make_beep_world, make_tokenizer_dir, write_yaml
@@ -13,6 +14,9 @@ from train_data import base_config, make_beep_world, make_tokenizer_dir, write_y
 from auralm.train.checkpointing import LOCK_FILE, RunLock, RunLocked
 from auralm.train.config import load_config
 from auralm.train.recipes import train
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 HOLDER = textwrap.dedent("""
     import sys
@@ -31,7 +35,7 @@ class Holder:
         self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
 
-    def __enter__(self) -> Holder:
+    def __enter__(self) -> Self:
         assert self.proc.stdout.readline().strip() == "locked"
         return self
 
