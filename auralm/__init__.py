@@ -6,14 +6,14 @@ inputs), `AudioLMConfig`, `GenerationConfig`, `load_audio` / `AudioError`.
 The names are imported on first use (a module `__getattr__`): every `auralm.*` import runs this file first, and
 the `auralm` command (`import auralm.cli`) must answer `--help` and argument errors without loading torch (seconds
 on a busy machine). `import auralm; auralm.load(...)` and `from auralm import AudioLM` work as if imported here.
+`AudioLM` comes from `auralm.bindings`, which attaches `from_pretrained` / `save_pretrained` / `generate` to the
+model class: the public name always has them (`auralm.model.audiolm.AudioLM` is the same class, bound once the
+public name or the bindings have been imported; library code never calls them).
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-from importlib.abc import MetaPathFinder
-from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from auralm.version import __version__
 _EXPORTS = {
     "AudioChat": "auralm.infer.api", "load": "auralm.infer.api",
     "AudioError": "auralm.audio.io", "load_audio": "auralm.audio.io",
-    "AudioLM": "auralm.model.audiolm",
+    "AudioLM": "auralm.bindings",  # the model class with transformers' entry points attached
     "AudioLMConfig": "auralm.config",
     "GenerationConfig": "auralm.infer.sampling",
     "Processor": "auralm.processor",
@@ -60,30 +60,3 @@ def _demo_model_dir() -> Path:
 # is made here, at the front, so that infer/ never imports the demo.
 set_default_model(_demo_model_dir)
 
-
-class _AttachBindings(MetaPathFinder):
-    """Runs `auralm.bindings` (AudioLM's `from_pretrained` / `save_pretrained` / `generate`) right after
-    `auralm.model.audiolm` is loaded, whichever import loads it: the class has its transformers-style methods
-    wherever it is imported from, as when this file imported the bindings itself, without that import costing
-    the CLI torch's load time."""
-
-    MODULE = "auralm.model.audiolm"
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
-        if name != self.MODULE:
-            return None
-        spec = PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        run = spec.loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            run(module)
-            importlib.import_module("auralm.bindings")
-
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign] (this spec's own loader instance)
-        return spec
-
-
-if not any(type(finder).__name__ == "_AttachBindings" for finder in sys.meta_path):  # once, even after a reload
-    sys.meta_path.insert(0, _AttachBindings())

@@ -1,26 +1,25 @@
 """`AudioLM.from_pretrained`, `.save_pretrained` and `.generate`: transformers' entry points, attached here.
 
 `auralm.model.audiolm.AudioLM` is a plain nn.Module; loading and saving live in `auralm.checkpoint.hf`, generation
-in `auralm.infer`. These thin wrappers join them above both layers, so that model/ imports neither; `import auralm`
-(any import of the package) attaches them as soon as `auralm.model.audiolm` is loaded. Library code calls
-`load_audiolm` / `save_audiolm` / `infer.generate` directly.
-
-checkpoint/ and infer/ are imported when a method is called: the package root runs this module the moment the model
-module has loaded, which may be while `auralm.checkpoint.hf` or `auralm.infer` is itself halfway through its imports.
+in `auralm.infer`. These thin wrappers join them above both layers, so that model/ imports neither. The package
+root's `AudioLM` is this module's (`from auralm import AudioLM` imports it), so the public class always has them;
+library code calls `load_audiolm` / `save_audiolm` / `infer.generate` directly and never needs this module.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 import torch
 
+from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
+from auralm.infer.engine import DecodeStep
+from auralm.infer.generate import generate as generate_tokens
+from auralm.infer.sampling import GenerationConfig
 from auralm.model.audiolm import AudioLM
 
-if TYPE_CHECKING:
-    from auralm.infer.engine import DecodeStep
+__all__ = ["AudioLM"]
 
 # The generation_config.json (eos / pad ids) of each model `from_pretrained` loaded: what `generate` defaults to and
 # what `save_pretrained` writes back (transformers keeps it as `model.generation_config`). Kept beside the model,
@@ -32,8 +31,6 @@ def from_pretrained(
     cls: type[AudioLM], folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
 ) -> AudioLM:
     """Load a Hugging Face Qwen2-Audio folder (config.json + single or sharded safetensors)."""
-    from auralm.checkpoint.hf import load_audiolm, read_generation_defaults
-
     model = load_audiolm(folder, dtype=dtype, device=device)
     _generation_defaults[model] = read_generation_defaults(folder)
     return model
@@ -42,8 +39,6 @@ def from_pretrained(
 def save_pretrained(self: AudioLM, folder: str | Path, max_shard_bytes: int = 4 * 1024**3) -> None:
     """Write a folder that transformers (`Qwen2AudioForConditionalGeneration`) and vLLM load; the generation
     defaults of the folder the model was loaded from go with it."""
-    from auralm.checkpoint.hf import save_audiolm
-
     save_audiolm(self, folder, max_shard_bytes=max_shard_bytes, generation_defaults=_generation_defaults.get(self))
 
 
@@ -73,9 +68,6 @@ def generate(
     early are filled with `pad_token_id`. `step_fn`: a compiled decode step (`auralm.infer.compiled`). A keyword
     this signature does not name is a TypeError, never ignored.
     """
-    from auralm.infer.generate import generate as generate_tokens
-    from auralm.infer.sampling import GenerationConfig
-
     defaults = _generation_defaults.get(self, {})
     if eos_token_id is None:
         eos_token_id = defaults.get("eos_token_id")

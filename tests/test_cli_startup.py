@@ -52,14 +52,16 @@ def test_the_public_api_still_imports_on_first_use():
     assert out.strip() == "ok"
 
 
-def test_the_bindings_attach_whichever_module_loads_the_model_first():
-    # checkpoint.hf imports the model module halfway through its own imports; the bindings must not need it then.
+def test_the_public_class_has_the_bindings_whichever_module_loads_the_model_first():
+    # checkpoint.hf loads the model module first; the public name still carries transformers' entry points, and the
+    # bindings module is an ordinary import (no hook runs code when the model module loads).
     probe = (
-        "from auralm.checkpoint.hf import load_audiolm; from auralm.model.audiolm import AudioLM; "
-        "print(hasattr(AudioLM, 'from_pretrained'))"
+        "import sys; from auralm.checkpoint.hf import load_audiolm; from auralm.model.audiolm import AudioLM as deep; "
+        "assert 'auralm.bindings' not in sys.modules; from auralm import AudioLM; "
+        "print(AudioLM is deep, all(hasattr(AudioLM, m) for m in ('from_pretrained', 'save_pretrained', 'generate')))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "True"
+    assert out.strip() == "True True"
 
 
 def test_help_answers_at_once():

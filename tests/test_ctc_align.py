@@ -11,10 +11,10 @@ import soundfile as sf
 import torch
 from tiny_hf import build_hf_checkpoint, build_tokenizer
 
+from auralm import AudioLM
 from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
-from auralm.model.audiolm import AudioLM
-from auralm.processor import Processor
 from auralm.demo.ctc_align import SOUND, AlignConfig, align_projector, heard_text, spoken_utterances
+from auralm.processor import Processor
 
 WORDS = ("is", "the", "into", "audio")
 TOKENIZER = build_tokenizer()

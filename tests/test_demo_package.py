@@ -31,9 +31,9 @@ def test_base_joins_real_parts(base):
 
 
 def test_pack_then_assemble_gives_the_trained_model(base, tmp_path):
-    from auralm.demo.package import apply_delta, assemble, pack
+    from auralm import AudioLM
     from auralm.demo.base import build_base
-    from auralm.model.audiolm import AudioLM
+    from auralm.demo.package import apply_delta, assemble, pack
     from auralm.train.lora import apply_lora, merge_lora, save_adapter
 
     model, processor = base

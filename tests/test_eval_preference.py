@@ -6,8 +6,8 @@ import pytest
 import torch
 from train_data import base_config, make_beep_world, make_tokenizer_dir
 
+from auralm import AudioLM
 from auralm.eval.preference import main, preference_margins, summarize
-from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
 from auralm.train.config import TrainConfig
 from auralm.train.recipes import build_model, load_processor, train

@@ -18,13 +18,13 @@ import pytest
 import torch
 from train_data import make_tokenizer_dir
 
+from auralm import AudioLM
 from auralm.cli import main
 from auralm.config import preset
 from auralm.eval import runner, suites
 from auralm.eval.metrics import cider
 from auralm.eval.runner import ModelPredictor, RunConfig, evaluate
 from auralm.infer.api import load
-from auralm.model.audiolm import AudioLM
 from auralm.processor import Processor
 from auralm.synth import world
 

@@ -8,6 +8,7 @@ import numpy as np
 import soundfile as sf
 from train_data import base_config, make_beep_world, make_tokenizer_dir
 
+from auralm.checkpoint.hf import save_audiolm
 from auralm.eval.voice_knowledge import first_sentences, main, numeric_accuracy, score
 from auralm.processor import Processor
 from auralm.train.config import TrainConfig
@@ -39,7 +40,7 @@ def test_command_answers_every_general_question(tmp_path, capsys):
     cfg = TrainConfig.from_dict(base_config(tmp_path / "run", make_tokenizer_dir(tmp_path / "tok"), world))
     folder = tmp_path / "model"
     processor = Processor.from_pretrained(tmp_path / "tok")
-    build_model(cfg, processor).save_pretrained(folder)
+    save_audiolm(build_model(cfg, processor), folder)
     processor.save_pretrained(folder)
     rows = []
     for i, q in enumerate(["what is the capital of france", "why is the sky blue", "who wrote hamlet"]):

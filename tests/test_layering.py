@@ -25,7 +25,7 @@ TIERS: list[tuple[str, ...]] = [
     ("serve",),  # the HTTP server over infer
     ("demo",),  # the embedded demo model: its recipe (train, eval, synth), its location, `auralm demo`
     ("cli", "bindings"),  # the `auralm` command; AudioLM's transformers-style entry points
-    ("__init__", "__main__"),  # the public API (attaches the bindings, registers the demo model); `python -m auralm`
+    ("__init__", "__main__"),  # the public API (AudioLM from the bindings; registers the demo model); `python -m auralm`
 ]
 TIER = {name: i for i, names in enumerate(TIERS) for name in names}
 

@@ -9,7 +9,7 @@ import torch
 import yaml
 from train_data import base_config, make_beep_world, make_tokenizer_dir, read_jsonl, write_yaml
 
-from auralm.model.audiolm import AudioLM
+from auralm import AudioLM
 from auralm.train.config import TrainConfig, load_config
 from auralm.train.recipes import build_model, load_processor, train
 
