@@ -40,8 +40,8 @@ HOST = "127.0.0.1"
 def build_random(folder: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+    from auralm import AudioLM  # the public class: save_pretrained is attached to it
     from auralm.config import AudioLMConfig, DecoderConfig, EncoderConfig
-    from auralm.model.audiolm import AudioLM
     from auralm.processor import Processor
 
     tok = Tokenizer(models.BPE())
