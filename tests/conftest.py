@@ -16,3 +16,15 @@ def voice_engines() -> None:
         speakers.check_installed()
     except RuntimeError as err:  # also AssetUnavailableError: the piper voice could not be fetched
         pytest.skip(f"a voice engine of the synthetic world is missing: {err}")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): a tiny model's ops
+    take microseconds, and two threads on a shared 2-core machine make them 20x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

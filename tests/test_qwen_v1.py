@@ -38,13 +38,7 @@ from auralm.model.kv_cache import KVCache
 from auralm.model.layers import rope_tables
 from auralm.model.qwen_v1 import QwenAudioV1
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
