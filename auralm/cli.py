@@ -115,6 +115,7 @@ def cmd_transcribe(args) -> int:
         def progress(done: int, total: int, bar=bar) -> None:
             bar.total = total
             bar.update(done - bar.n)
+            bar.refresh()  # also at 0 done: the total shows before the first window's wait
 
         # The wave is decoded under --max-audio-seconds already; the processor's own limit must not apply again.
         result = chat.transcribe_wave(wave, language=args.language, timestamps=args.word_timestamps,

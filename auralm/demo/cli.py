@@ -28,14 +28,19 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    t0 = time.perf_counter()  # before the imports: loading torch is part of the wait for the model
     # Imported here: they load torch, which building the parser (`auralm --help`) does not need.
+    import torch
+
     from auralm.demo.locate import demo_model_dir
     from auralm.infer.api import load
 
-    t0 = time.perf_counter()
     chat = load(args.model or demo_model_dir(), threads=args.threads)
     examples = json.loads((EXAMPLES_DIR / "examples.json").read_text())
-    print(f"model ready in {time.perf_counter() - t0:.1f}s; {len(examples)} examples from held-out voices\n")
+    threads = torch.get_num_threads()
+    print(f"model ready in {time.perf_counter() - t0:.1f}s ({threads} CPU thread{'s' if threads > 1 else ''}; "
+          f"--threads N to choose); {len(examples)} examples from held-out voices\n", flush=True)
+    t_examples = time.perf_counter()
     for ex in examples:
         audio = str(EXAMPLES_DIR / ex["file"])
         t1 = time.perf_counter()
@@ -50,5 +55,7 @@ def run(args) -> int:
         elif ex["mode"] == "chat":
             print("  asked:  (by voice only)")
         print(f"  heard:  {answer}")
-        print(f"  truth:  {ex['truth']}\n")
+        print(f"  truth:  {ex['truth']}\n", flush=True)
+    print(f"{len(examples)} examples in {time.perf_counter() - t_examples:.1f}s; "
+          f"{time.perf_counter() - t0:.1f}s in all")
     return 0

