@@ -63,6 +63,13 @@ def _load(args):
     return load(args.model, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads)
 
 
+def check_model_dir(path: str | None) -> None:
+    """Refuse a --model that is no folder before torch is imported (None: the default model, found later)."""
+    if path is not None and not Path(path).is_dir():
+        raise FileNotFoundError(f"model folder {path} does not exist" if not Path(path).exists()
+                                else f"model folder {path} is not a folder")
+
+
 def check_audio_file(path: str) -> None:
     """Refuse, in one line, a path that cannot be an audio file: missing, a directory, not a regular file (a
     device such as /dev/zero, a FIFO, a socket) or unreadable. Runs before the model is loaded."""
@@ -102,6 +109,7 @@ def format_transcript(result, fmt: str) -> str:
 def cmd_transcribe(args) -> int:
     for f in args.files:  # check every file before importing and loading the model
         check_audio_file(f)
+    check_model_dir(args.model)
     from tqdm import tqdm
 
     from auralm.audio import DEFAULT_MAX_SECONDS, load_audio
@@ -140,6 +148,7 @@ CHAT_HELP = "commands: /audio FILE (attach to your next message), /reset, /quit"
 def cmd_chat(args) -> int:
     for f in args.audio or []:
         check_audio_file(f)
+    check_model_dir(args.model)
     chat = _load(args)
     gen = {"max_new_tokens": args.max_new_tokens, "do_sample": args.temperature > 0,
            "temperature": args.temperature if args.temperature > 0 else 1.0}
@@ -204,6 +213,7 @@ _SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "
 
 # ---- info ---------------------------------------------------------------------------------------------------
 def cmd_info(args) -> int:
+    check_model_dir(args.dir)
     from safetensors import safe_open
 
     from auralm.checkpoint.hf import checkpoint_files, released_key
@@ -211,8 +221,6 @@ def cmd_info(args) -> int:
     from auralm.config import AudioLMConfig
 
     folder = Path(args.dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder {folder} does not exist")
     v1 = is_qwen_v1_folder(folder)  # Qwen-Audio (v1): config names and key layout of its own
     cfg = read_config(folder) if v1 else AudioLMConfig.from_pretrained(folder)
     counts: dict[str, int] = {}

@@ -74,6 +74,11 @@ def test_help_answers_at_once():
     (["transcribe", "/no/such/clip.wav"], "audio file /no/such/clip.wav does not exist"),
     (["transcribe", "--threads", "0", "clip.wav"], "argument --threads: expected a whole number >= 1, got 0"),
     (["chat", "--audio", "/no/such/clip.wav", "hi"], "audio file /no/such/clip.wav does not exist"),
+    (["chat", "--model", "/no/such/model", "hi"], "model folder /no/such/model does not exist"),
+    (["info", "/no/such/model"], "model folder /no/such/model does not exist"),
+    (["demo", "--model", "/no/such/model"], "model folder /no/such/model does not exist"),
+    (["serve", "--model", "/no/such/model"], "model folder /no/such/model does not exist"),
+    (["eval", "--suite", "synthetic", "--data", "/no/such/world"], "data folder /no/such/world does not exist"),
 ])
 def test_argument_and_file_errors_answer_at_once(argv, message):
     proc, seconds = auralm(*argv)

@@ -28,6 +28,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    if args.model is not None and not Path(args.model).is_dir():  # at once, not after torch's import
+        raise FileNotFoundError(f"model folder {args.model} does not exist")
     t0 = time.perf_counter()  # before the imports: loading torch is part of the wait for the model
     # Imported here: they load torch, which building the parser (`auralm --help`) does not need.
     import torch

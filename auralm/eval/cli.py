@@ -116,6 +116,11 @@ def _judge(args: argparse.Namespace):
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    data = Path(args.data)
+    if not data.is_dir():  # the folders first: a typo is answered at once, not after torch's import
+        raise FileNotFoundError(f"data folder {data} does not exist")
+    if args.model is not None and not Path(args.model).is_dir():
+        raise FileNotFoundError(f"model folder {args.model} does not exist")
     # Imported here, not at the top: they load torch and the model stack, which `auralm --help` does not need.
     import torch
 
@@ -124,9 +129,6 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="auralm: %(message)s")
-    data = Path(args.data)
-    if not data.is_dir():
-        raise FileNotFoundError(f"data folder {data} does not exist")
     other = reports.load_report(args.compare) if args.compare else None  # fail before the long part
     tasks = _select(suite(args.suite, args.style), args.tasks)
     model_dir = Path(args.model).resolve() if args.model else None

@@ -65,6 +65,8 @@ def settings_from_args(args: argparse.Namespace, model_dir: Path) -> ServeSettin
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and serve until interrupted; returns the process exit code."""
+    if args.model is not None and not Path(args.model).is_dir():  # at once, not after torch's import
+        raise FileNotFoundError(f"model folder {args.model} does not exist")
     try:
         import uvicorn
 
