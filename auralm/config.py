@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# config.json key of `AudioLMConfig.projector_ctc_rows` (auralm's own: transformers ignores it, see the README).
+CTC_ROWS_KEY = "auralm_projector_ctc_rows"
 
 class ConfigError(ValueError):
     """A config file or dict is malformed: unknown key, wrong type or an impossible value."""
@@ -76,6 +78,9 @@ class AudioLMConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     audio_token_id: int = 151646  # id of `<|AUDIO|>`; each one is replaced by one projected audio frame
+    # auralm's option, not Qwen2-Audio's (`model.audiolm.Projector`): the LLM token rows a CTC-head projector scores
+    # each frame against; the frame becomes its posterior's mix of those rows. Empty = the released linear projector.
+    projector_ctc_rows: list[int] = field(default_factory=list)
     # Qwen-Audio (v1): id of `<audio>` (`</audio>` is the next id); both take their embeddings from the
     # encoder's own `audio_bos_eos_token` table instead of the LLM's. None for Qwen2-Audio.
     audio_start_id: int | None = None
@@ -135,12 +140,16 @@ class AudioLMConfig:
         if t.get("hidden_act", "silu") != "silu":
             raise ConfigError(f"text_config.hidden_act {t['hidden_act']!r}: only 'silu'")
         audio_token = hf.get("audio_token_index", hf.get("audio_token_id", 151646))
-        return cls(encoder=enc, decoder=dec, audio_token_id=audio_token)
+        return cls(encoder=enc, decoder=dec, audio_token_id=audio_token,
+                   projector_ctc_rows=_int_list(hf.get(CTC_ROWS_KEY) or [], CTC_ROWS_KEY))
 
     def to_hf(self) -> dict[str, Any]:
         """The Hugging Face `config.json` dict that transformers (4.x and 5.x) and vLLM load."""
         e, d = self.encoder, self.decoder
+        # auralm's own key, written only when the option is on: a released-layout config stays byte-identical.
+        extra = {CTC_ROWS_KEY: list(self.projector_ctc_rows)} if self.projector_ctc_rows else {}
         return {
+            **extra,
             "architectures": ["Qwen2AudioForConditionalGeneration"],
             "model_type": "qwen2_audio",
             "audio_token_index": self.audio_token_id,
@@ -191,6 +200,12 @@ class AudioLMConfig:
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path} is not valid JSON: {err}") from None
         return cls.from_hf(hf)
+
+
+def _int_list(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and v >= 0 for v in value):
+        raise ConfigError(f"{where}: expected a list of token ids (non-negative integers)")
+    return value
 
 
 def _build(cls, d: dict[str, Any], where: str, **extra: Any):

@@ -11,7 +11,9 @@ afterwards a spoken word arrives at the LLM looking like its written token, and 
 projector that already carries the words.
 
 The alignment only changes `multi_modal_projector.linear`: the result is an ordinary checkpoint. Its output is
-rescaled so that projected speech frames have the mean norm of the LLM's embedding rows.
+rescaled so that projected speech frames have the mean norm of the LLM's embedding rows. With `keep_head` the
+projector keeps the whole head instead (`model.audiolm.Projector`'s CTC option): each frame reaches the LLM as its
+posterior's mix of the LLM's own rows, so the LLM reads token embeddings instead of learning a new direction.
 
 It is the first stage of the demo recipe (`auralm.demo.train`): it knows the synthetic world's task records and
 event names.
@@ -39,6 +41,7 @@ from torch.nn.utils.rnn import pad_sequence
 from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
 from auralm.data.feature_cache import EncoderCache, encode_clips, encoder_fingerprint
 from auralm.data.manifest import ManifestError, load_manifest
+from auralm.model.audiolm import Projector
 from auralm.processor import Processor
 from auralm.synth.signals import EVENT_NAMES
 from auralm.train.optim import build_scheduler
@@ -87,6 +90,7 @@ class AlignConfig:
     init_scale: float = 10.0  # initial cosine-logit scale (learned)
     max_clips: int | None = None  # use at most this many train clips (None: all)
     sounds: bool = False  # also align sound clips to the names of their sounds (see `heard_text`)
+    keep_head: bool = False  # the projector keeps the CTC head (`install_head`) instead of a rescaled linear layer
     seed: int = 0
 
 
@@ -221,6 +225,10 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
             msg += f", {dev_wers('')}"
         log(msg)
         metrics["epoch_losses"].append(total / count)
+    metrics["seconds"] = round(time.time() - t0, 1)
+    if cfg.keep_head:
+        install_head(model, head, vocab)
+        return metrics
     # Write back, scaled so that projected speech frames have the norm of an average embedding row.
     with torch.no_grad():
         frames = torch.cat(train_feats[: min(len(train_feats), 500)])  # (N, De)
@@ -230,8 +238,21 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
         linear.weight.copy_((head.proj.weight * scale).to(linear.weight.dtype))
         linear.bias.copy_((head.proj.bias * scale).to(linear.bias.dtype))
     metrics["output_scale"] = float(scale)
-    metrics["seconds"] = round(time.time() - t0, 1)
     return metrics
+
+
+@torch.no_grad()
+def install_head(model, head: CosineCTCHead, vocab: list[int]) -> None:
+    """Make the trained head the model's projector (`AudioLMConfig.projector_ctc_rows`): frames then reach the LLM
+    as their CTC posterior's mix of its embedding rows; a blank frame starts as the mean embedding row."""
+    model.cfg.projector_ctc_rows = list(vocab)
+    linear = model.multi_modal_projector.linear
+    projector = Projector(model.cfg).to(device=linear.weight.device, dtype=linear.weight.dtype)
+    projector.linear.load_state_dict(head.proj.state_dict())
+    projector.ctc_blank.copy_(head.blank)
+    projector.ctc_log_scale.copy_(head.log_scale)
+    projector.ctc_blank_embed.copy_(model.language_model.model.embed_tokens.weight.float().mean(0))
+    model.multi_modal_projector = projector
 
 
 def main(argv: list[str] | None = None) -> int:

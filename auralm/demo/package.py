@@ -22,12 +22,12 @@ from safetensors.torch import save_file
 
 from auralm.checkpoint.hf import load_audiolm, save_audiolm
 from auralm.demo.base import build_base, generation_defaults
-from auralm.model.audiolm import AudioLM
+from auralm.model.audiolm import AudioLM, Projector
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
 DELTA_NAME, META_NAME = "delta.safetensors", "demo.json"
 MANIFEST_NAME = "assembled.json"  # {file: {"bytes", "sha256"}} of an assembled folder, written last
-MAX_SHIPPED_BYTES = 40 * 1024 * 1024
+MAX_SHIPPED_BYTES = 60 * 1024 * 1024  # what a wheel of auralm may carry for the demo (issue 13: <= 60 MB)
 EMBED = "language_model.model.embed_tokens.weight"
 
 
@@ -47,7 +47,10 @@ def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_
     """Write the shipped files for a trained model; returns the size and the max deviation of the re-assembly."""
     base, processor = build_base()
     n_base_rows = processor.tokenizer.get_vocab_size(with_added_tokens=False)
-    trained = load_audiolm(final_dir).state_dict()
+    trained_model = load_audiolm(final_dir)
+    rows = list(trained_model.cfg.projector_ctc_rows)
+    use_ctc_rows(base, rows)
+    trained = trained_model.state_dict()
     base_sd = base.state_dict()
     stages = [_read_adapter(Path(d)) for d in adapter_dirs]
     lora_modules = {m + ".weight" for _, factors in stages for m in factors}
@@ -69,7 +72,8 @@ def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(out_dir / DELTA_NAME))
-    meta = {**meta, "lora_scalings": scalings, "n_base_rows": n_base_rows, "shipped_dtype": str(dtype).removeprefix("torch.")}
+    meta = {**meta, "lora_scalings": scalings, "n_base_rows": n_base_rows,
+            "shipped_dtype": str(dtype).removeprefix("torch."), "projector_ctc_rows": rows}
     (out_dir / META_NAME).write_text(json.dumps(meta, indent=2))
     size = (out_dir / DELTA_NAME).stat().st_size
     if size > MAX_SHIPPED_BYTES:
@@ -79,9 +83,18 @@ def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_
     return {"bytes": size, "max_abs_deviation": deviation}
 
 
+def use_ctc_rows(model: AudioLM, rows: list[int]) -> None:
+    """Give the model a CTC-head projector over `rows` (`AudioLMConfig.projector_ctc_rows`), its tensors still to be
+    filled; no rows: the released linear projector stays."""
+    if rows:
+        model.cfg.projector_ctc_rows = list(rows)
+        model.multi_modal_projector = Projector(model.cfg)
+
+
 def apply_delta(model: AudioLM, shipped: Path = SHIPPED_DIR) -> AudioLM:
     """Apply the shipped tensors and LoRA factors to the base model, in place."""
     meta = json.loads((shipped / META_NAME).read_text())
+    use_ctc_rows(model, meta.get("projector_ctc_rows", []))
     state = model.state_dict()
     with torch.no_grad(), safe_open(str(shipped / DELTA_NAME), framework="pt") as f:
         keys = list(f.keys())

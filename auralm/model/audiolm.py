@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from auralm.config import AudioLMConfig
@@ -28,14 +29,38 @@ class AudioLMOutput:
 
 
 class Projector(nn.Module):
-    """One linear layer from the encoder width to the LLM width (no activation), as released."""
+    """One linear layer from the encoder width to the LLM width (no activation), as released.
+
+    With `cfg.projector_ctc_rows` (auralm's option; other Qwen2-Audio runtimes would not apply it) the linear layer is
+    the CTC head that `auralm.demo.ctc_align` trained: each frame is scored by cosine against a blank direction and
+    the LLM's embedding rows of those tokens, and leaves as its posterior's mix of the rows (a blank frame as a
+    learned `ctc_blank_embed`), LegoSLM-style. A spoken word then reaches the LLM as (a blend of) its own token
+    embeddings rather than as a direction the LLM must learn to read.
+    """
 
     def __init__(self, cfg: AudioLMConfig):
         super().__init__()
         self.linear = nn.Linear(cfg.encoder.d_model, cfg.decoder.d_model, bias=True)
+        self.ctc_rows = list(cfg.projector_ctc_rows)  # K LLM token ids; class 0 is the blank, class k row k - 1
+        if self.ctc_rows:
+            D = cfg.decoder.d_model
+            self.ctc_blank = nn.Parameter(torch.zeros(D))  # the blank's scoring direction
+            self.ctc_log_scale = nn.Parameter(torch.zeros(()))  # log of the cosine-logit scale
+            self.ctc_blank_embed = nn.Parameter(torch.zeros(D))  # what a blank frame becomes
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
+    def forward(self, x: torch.Tensor, embed: torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., De) encoder frames -> (..., D). `embed` (V, D): the LLM's input embeddings (CTC option only)."""
+        y = self.linear(x)  # (..., D)
+        if not self.ctc_rows:
+            return y
+        if embed is None:
+            raise ValueError("a CTC-head projector needs the LLM's embedding rows")
+        rows = embed[self.ctc_rows].float()  # (K, D)
+        classes = torch.cat([F.normalize(self.ctc_blank.float(), dim=0)[None], F.normalize(rows, dim=-1)])  # (K+1, D)
+        # Softmax in float32, as the CTC head was trained.
+        p = (self.ctc_log_scale.float().exp() * F.normalize(y.float(), dim=-1) @ classes.T).softmax(-1)  # (..., K+1)
+        out = p[..., :1] * self.ctc_blank_embed.float() + p[..., 1:] @ rows  # (..., D)
+        return out.to(y.dtype)
 
 
 class AudioLM(nn.Module):
@@ -46,13 +71,14 @@ class AudioLM(nn.Module):
         self.multi_modal_projector = Projector(cfg)
         self.language_model = CausalLM(cfg.decoder)
 
+    # The embedding's: the activations' dtype, also when the output layer is quantized (`model.quant`).
     @property
     def dtype(self) -> torch.dtype:
-        return self.language_model.lm_head.weight.dtype
+        return self.language_model.model.embed_tokens.weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.language_model.lm_head.weight.device
+        return self.language_model.model.embed_tokens.weight.device
 
     # ---- audio ---------------------------------------------------------------------------------------------
     def encode_audio(self, input_features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
@@ -67,7 +93,7 @@ class AudioLM(nn.Module):
         enc = self.audio_tower.conv1.weight
         feats = input_features[..., :keep].to(device=enc.device, dtype=enc.dtype)
         hidden, n_out = self.audio_tower(feats, frame_lengths.to(enc.device))  # (Na, A', De), (Na,)
-        hidden = self.multi_modal_projector(hidden)  # (Na, A', D)
+        hidden = self.multi_modal_projector(hidden, self.language_model.model.embed_tokens.weight)  # (Na, A', D)
         valid = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < n_out[:, None]  # (Na, A')
         return hidden[valid]  # (sum N_i, D)
 

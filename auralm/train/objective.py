@@ -20,7 +20,8 @@ def embed_batch(model: nn.Module, batch: dict) -> torch.Tensor:
     ids = batch["input_ids"]  # (R, T)
     embeds = model.language_model.model.embed_tokens(ids)  # (R, T, D)
     if "audio_embeds" in batch:
-        audio = model.multi_modal_projector(batch["audio_embeds"].to(embeds.dtype))  # (N, D)
+        audio = model.multi_modal_projector(  # (N, D)
+            batch["audio_embeds"].to(embeds.dtype), model.language_model.model.embed_tokens.weight)
     elif "input_features" in batch:
         frame_lengths = batch["feature_attention_mask"].sum(-1)  # (Nw,)
         audio = model.encode_audio(batch["input_features"], frame_lengths)  # (N, D)
