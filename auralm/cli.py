@@ -63,6 +63,16 @@ def _load(args):
     return load(args.model, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads)
 
 
+def bar_shape() -> dict[str, int]:
+    """tqdm's `ncols` / `nrows` for a bar on stderr: its terminal's size, with 80 x 24 for a side it reports as 0
+    (some pseudo-terminals do: `script`, `docker exec -t`), where tqdm would draw nothing at all."""
+    try:
+        columns, lines = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # not a terminal: the bar is off anyway
+        columns, lines = 0, 0
+    return {"ncols": columns or 80, "nrows": lines or 24}
+
+
 def check_model_dir(path: str | None) -> None:
     """Refuse a --model that is no folder before torch is imported (None: the default model, found later)."""
     if path is not None and not Path(path).is_dir():
@@ -118,7 +128,8 @@ def cmd_transcribe(args) -> int:
     max_seconds = DEFAULT_MAX_SECONDS if args.max_audio_seconds is None else args.max_audio_seconds
     for f in args.files:
         wave = load_audio(f, max_seconds=max_seconds)
-        bar = tqdm(total=None, desc=Path(f).name, unit="window", disable=not sys.stderr.isatty() or args.quiet)
+        bar = tqdm(total=None, desc=Path(f).name, unit="window", disable=not sys.stderr.isatty() or args.quiet,
+                   **bar_shape())
 
         def progress(done: int, total: int, bar=bar) -> None:
             bar.total = total

