@@ -29,9 +29,11 @@ _generation_defaults: WeakKeyDictionary[AudioLM, dict] = WeakKeyDictionary()
 
 def from_pretrained(
     cls: type[AudioLM], folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+    quantize: str | None = None,
 ) -> AudioLM:
-    """Load a Hugging Face Qwen2-Audio folder (config.json + single or sharded safetensors)."""
-    model = load_audiolm(folder, dtype=dtype, device=device)
+    """Load a Hugging Face Qwen2-Audio folder (config.json + single or sharded safetensors); `quantize`: "int8" /
+    "int4" decoder weights (`auralm.checkpoint.hf.load_audiolm`)."""
+    model = load_audiolm(folder, dtype=dtype, device=device, quantize=quantize)
     _generation_defaults[model] = read_generation_defaults(folder)
     return model
 

@@ -41,41 +41,75 @@ def released_key(key: str) -> str:
     return key
 
 
-def checkpoint_files(folder: Path) -> list[Path]:
-    """The safetensors files of a folder, from its index if sharded."""
-    if (folder / INDEX_NAME).is_file():
+def checkpoint_files(folder: Path, stem: str = "model") -> list[Path]:
+    """The safetensors files of a folder, from its index if sharded. `stem`: "model", or QUANT_STEM for the
+    weights of a quantized folder."""
+    index_name, single_name = f"{stem}.safetensors.index.json", f"{stem}.safetensors"
+    if (folder / index_name).is_file():
         try:
-            index = json.loads((folder / INDEX_NAME).read_text())
+            index = json.loads((folder / index_name).read_text())
             names = sorted(set(index["weight_map"].values()))
         except (json.JSONDecodeError, KeyError, AttributeError) as err:
-            raise ConfigError(f"{folder / INDEX_NAME} is not a valid safetensors index: {err}") from None
+            raise ConfigError(f"{folder / index_name} is not a valid safetensors index: {err}") from None
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise FileNotFoundError(f"{folder} is missing shard(s) named in its index: {missing}")
         return [folder / n for n in names]
-    if (folder / SINGLE_NAME).is_file():
-        return [folder / SINGLE_NAME]
+    if (folder / single_name).is_file():
+        return [folder / single_name]
     if list(folder.glob("*.bin")) or list(folder.glob("*.pt")):
         raise ConfigError(
             f"{folder} holds only pickle weights (*.bin/*.pt); auralm reads safetensors only, since unpickling "
             "can run arbitrary code. Convert them once with a trusted tool (e.g. transformers' save_pretrained)."
         )
-    raise FileNotFoundError(f"{folder} has no {SINGLE_NAME} or {INDEX_NAME}")
+    raise FileNotFoundError(f"{folder} has no {single_name} or {index_name}")
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def config_dtype(folder: str | Path) -> torch.dtype | None:
+    """The dtype a folder's config.json names (`torch_dtype`, transformers 5's `dtype`), None if it names none."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        hf = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # AudioLMConfig.from_pretrained reports the broken file
+    return _DTYPES.get(hf.get("torch_dtype") or hf.get("dtype") or "")
 
 
 def load_audiolm(
-    folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+    folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+    quantize: str | None = None,
 ) -> AudioLM:
-    """Build an `AudioLM` from a Hugging Face Qwen2-Audio folder. dtype=None keeps the stored dtype."""
+    """Build an `AudioLM` from a Hugging Face Qwen2-Audio folder.
+
+    dtype=None: the dtype the folder's config.json names (as transformers' dtype="auto"), else the stored one.
+    quantize: "int8" / "int4" / "int4-g32" quantizes the decoder's Linear layers while loading (`auralm.model.quant`;
+    CPU only, bfloat16 activations unless `dtype` says otherwise); a folder saved quantized loads quantized."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder {folder} does not exist")
     # Imported here: checkpoint.qwen_v1 imports the model, whose first import loads auralm.bindings, which
     # imports this module; at the top that would be a cycle.
+    from auralm.checkpoint.quantized import QUANT_STEM, folder_quantization, load_quantized
     from auralm.checkpoint.qwen_v1 import is_qwen_v1_folder, load_qwen_v1
+    from auralm.model.quant import QuantSpec
 
     if is_qwen_v1_folder(folder):  # Qwen-Audio (v1): its own config names and key layout
+        if quantize is not None:
+            raise ValueError("quantize= is implemented for Qwen2-Audio folders, not Qwen-Audio (v1)")
         return load_qwen_v1(folder, dtype=dtype, device=device)
+    if quantize is not None or folder_quantization(folder) is not None:
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"quantized layers run on torch's CPU kernels; load on the CPU, not {device}")
+        spec = QuantSpec.parse(quantize) if quantize is not None else None
+        stem = QUANT_STEM if folder_quantization(folder) is not None else "model"
+        return load_quantized(folder, checkpoint_files(folder, stem), released_key, dtype, spec)
+    if dtype is None:
+        dtype = config_dtype(folder)
     cfg = AudioLMConfig.from_pretrained(folder)
     with torch.device("meta"):
         model = AudioLM(cfg)
@@ -133,9 +167,13 @@ def save_audiolm(
         if generation_defaults:
             _atomic_write_text(Path(folder) / "generation_config.json", json.dumps(generation_defaults, indent=2))
         return
+    from auralm.checkpoint.quantized import QUANT_STEM, folder_state_dict, quantization_config
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    quantized = quantization_config(model)  # int8 / int4 layers are written in their folder format
+    state = folder_state_dict(model) if quantized else model.state_dict()
+    state = {k: v.detach().contiguous() for k, v in state.items()}
     if model.cfg.decoder.tie_embeddings:
         state.pop("language_model.lm_head.weight", None)
     shards: list[dict[str, torch.Tensor]] = [{}]
@@ -147,22 +185,28 @@ def save_audiolm(
             size = 0
         shards[-1][key] = state[key]
         size += nbytes
-    # Remove stale weights of an earlier save with a different sharding before writing the new ones.
-    for old in list(folder.glob("model*.safetensors")) + [folder / INDEX_NAME]:
-        if old.exists():
-            old.unlink()
+    # Remove stale weights of an earlier save with a different sharding (or quantization) before writing the new
+    # ones. Quantized weights go under other file names, so that transformers finds no weights it would misread.
+    for stem in ("model", QUANT_STEM):
+        for old in list(folder.glob(f"{stem}*.safetensors")) + [folder / f"{stem}.safetensors.index.json"]:
+            if old.exists():
+                old.unlink()
+    stem = QUANT_STEM if quantized else "model"
     if len(shards) == 1:
-        _atomic_save(shards[0], folder / SINGLE_NAME)
+        _atomic_save(shards[0], folder / f"{stem}.safetensors")
     else:
         weight_map = {}
         for i, shard in enumerate(shards, start=1):
-            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
             _atomic_save(shard, folder / name)
             weight_map.update({k: name for k in shard})
         total = sum(v.numel() * v.element_size() for v in state.values())
-        _atomic_write_text(folder / INDEX_NAME, json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        index = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+        _atomic_write_text(folder / f"{stem}.safetensors.index.json", index)
     hf = model.cfg.to_hf()
     hf["torch_dtype"] = str(model.dtype).removeprefix("torch.")
+    if quantized:
+        hf["quantization_config"] = quantized  # what auralm reads; transformers finds no model*.safetensors
     _atomic_write_text(folder / "config.json", json.dumps(hf, indent=2))
     if generation_defaults:
         _atomic_write_text(folder / "generation_config.json", json.dumps(generation_defaults, indent=2))

@@ -80,11 +80,13 @@ class AudioChat:
         self.special_text = special_pattern(t.content for t in added().values() if t.special) if added else special_pattern()
 
     @classmethod
-    def from_folder(cls, folder: str | Path, dtype: torch.dtype | None = None) -> AudioChat:
+    def from_folder(
+        cls, folder: str | Path, dtype: torch.dtype | None = None, quantize: str | None = None,
+    ) -> AudioChat:
         folder = Path(folder)
         options_path = folder / "auralm.json"
         options = json.loads(options_path.read_text()) if options_path.is_file() else {}
-        model = load_audiolm(folder, dtype=dtype)
+        model = load_audiolm(folder, dtype=dtype, quantize=quantize)
         if is_qwen_v1_folder(folder):  # Qwen-Audio (v1): its own tokenizer, prompts and transcription tags
             processor: Processor = QwenV1Processor.from_pretrained(folder)
             options = {**processor.prompt_options, **options}
@@ -199,7 +201,7 @@ class AudioChat:
 
 def load(
     model_dir: str | Path | None = None, dtype: torch.dtype | None = None, compile: bool = False,
-    threads: int | None = None,
+    threads: int | None = None, quantize: str | None = None,
 ) -> AudioChat:
     """Load a model folder for chat, streaming and transcription; no folder = the default model a front end
     registered (`auralm.infer.registry`; `import auralm` registers the embedded demo model).
@@ -207,11 +209,14 @@ def load(
     `compile=True` runs decode steps through one compiled graph (`auralm.infer.compiled`): faster decoding after a
     one-time compilation (tens of seconds per batch shape), worth it for long or many generations.
     `threads`: torch's CPU thread count, which is process-wide (default: `infer.threads.default_threads()`, the
-    cores other processes leave idle, or OMP_NUM_THREADS when set)."""
+    cores other processes leave idle, or OMP_NUM_THREADS when set).
+    `dtype`: default the folder's config `torch_dtype`. `quantize`: "int8" or "int4" ("int4-g32", ...) quantizes
+    the decoder's Linear layers while loading (`auralm.model.quant`; bfloat16 activations), for a CPU: a decode step
+    reads half (int8) or a quarter (int4) of bfloat16's bytes. A folder saved quantized loads quantized as it is."""
     set_threads(threads)  # first: a bad value fails before the weights are read
     if model_dir is None:
         model_dir = default_model_dir()
-    chat = AudioChat.from_folder(model_dir, dtype=dtype)
+    chat = AudioChat.from_folder(model_dir, dtype=dtype, quantize=quantize)
     if compile:
         from auralm.infer.compiled import compile_decode  # imports torch's inductor: only when asked for
 

@@ -34,9 +34,12 @@ class EncoderAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         B, A, D = x.shape
+        # Whisper scales the query projection before the product (the reference keeps that order, and SDPA then
+        # multiplies by 1.0): in bfloat16 the other order rounds differently and the encoder drifts by ~1%.
+        q = self.q_proj(x) * (D // self.n_heads) ** -0.5
         # (B, A, D) -> (B, H, A, Dh)
-        q, k, v = (p(x).view(B, A, self.n_heads, -1).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
-        y = attention(q, k, v, mask)  # (B, H, A, Dh)
+        q, k, v = (t.view(B, A, self.n_heads, -1).transpose(1, 2) for t in (q, self.k_proj(x), self.v_proj(x)))
+        y = attention(q, k, v, mask, scale=1.0)  # (B, H, A, Dh)
         return self.out_proj(y.transpose(1, 2).reshape(B, A, D))
 
 

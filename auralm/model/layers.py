@@ -15,19 +15,20 @@ CAUSAL = "causal"  # a mask value meaning "plain causal attention, no padding" (
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | str | None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | str | None, scale: float | None = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention with grouped-query support.
 
     q: (B, H, T, Dh); k, v: (B, Hkv, S, Dh) with H a multiple of Hkv; mask: bool (B, 1, T, S), True = may attend,
-    None for full attention, or CAUSAL for a causal mask with T == S. Returns (B, H, T, Dh).
+    None for full attention, or CAUSAL for a causal mask with T == S; scale: the factor on q.k (default Dh^-0.5;
+    1.0 when the caller scaled q already). Returns (B, H, T, Dh).
     """
     # Grouped-query attention: SDPA lets each key/value head serve H / Hkv query heads without copying k and v.
     gqa = q.shape[1] != k.shape[1]
     if isinstance(mask, str):
         assert mask == CAUSAL and q.shape[2] == k.shape[2], (mask, q.shape, k.shape)
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, scale=scale)
 
 
 class RMSNorm(nn.Module):

@@ -24,7 +24,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register the `serve` subcommand on the CLI's subparsers."""
     p = subparsers.add_parser("serve", help="OpenAI-compatible API server and voice-chat web page")
     p.add_argument("--model", metavar="DIR", help="Hugging Face Qwen2-Audio folder (default: the embedded demo model)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: as stored)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="weights dtype (default: the folder's config torch_dtype; bfloat16 with --quantize)")
+    p.add_argument("--quantize", choices=["int8", "int4", "int4-g32", "int4-g128"],
+                   help="quantize the decoder's weights while loading (int8 per channel, int4 in groups; bfloat16 "
+                        "activations): faster decoding on a CPU, less memory")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     p.add_argument("--model-name", help="model id the API lists (default: the folder's name)")
@@ -81,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     # No folder named: the default model the package root registers (the embedded demo model).
     model_dir = (Path(args.model) if args.model is not None else default_model_dir()).resolve()
     settings = settings_from_args(args, model_dir)  # checks every limit before the model is loaded
-    chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads)
+    chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads,
+                quantize=args.quantize)
     if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         print(f"auralm: warning: serving on {args.host} without an API key; anyone who can reach it can use it",
               file=sys.stderr)

@@ -1,0 +1,109 @@
+"""Decode speed by weight format: auralm bfloat16 / int8 / int4 against transformers float32 / bfloat16, same
+random mid-size checkpoint, same run, each side in its own process.
+
+    python benchmarks/bench_quant.py [--layers 12] [--width 1024] [--prompt 256] [--decode-tokens 32] [--threads 2]
+
+A decode step at batch 1 reads every decoder weight once (and one row of the input embedding), so its time is
+bounded below by weight bytes / memory bandwidth. The table gives, per row: the bytes a step reads, the step time,
+tokens/s, the bandwidth that implies, and its share of this machine's read bandwidth (a large tensor sum, measured
+in the same run). The machine is shared: the load average is printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_infer import build_checkpoint, decode_step_time, read_bandwidth
+
+SIDES = [  # (name, implementation, dtype, quantize)
+    ("transformers fp32", "transformers", torch.float32, None),
+    ("transformers bf16", "transformers", torch.bfloat16, None),
+    ("auralm fp32", "auralm", torch.float32, None),
+    ("auralm bf16", "auralm", torch.bfloat16, None),
+    ("auralm int8", "auralm", torch.bfloat16, "int8"),
+    ("auralm int4 (g64)", "auralm", torch.bfloat16, "int4"),
+    ("auralm int4 (g32)", "auralm", torch.bfloat16, "int4-g32"),
+]
+
+
+def step_bytes(model) -> int:
+    """Bytes one decode step reads: every tensor of the decoder and output layer but the input embedding (one row)."""
+    lm = model.language_model
+    emb = lm.model.embed_tokens.weight
+    total = sum(t.numel() * t.element_size() for t in list(lm.parameters()) + list(lm.buffers()) if t is not emb)
+    if lm.lm_head is not None and getattr(lm.lm_head, "weight", None) is emb:
+        total += emb.numel() * emb.element_size()  # tied: the output layer reads the whole matrix
+    return total + emb.shape[1] * emb.element_size()
+
+
+def run_side(index: int, folder: str, opts: dict, out: mp.Queue) -> None:
+    name, impl, dtype, quantize = SIDES[index]
+    torch.set_num_threads(opts["threads"])
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, 31000, (1, opts["prompt"]), generator=g)
+    inp = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if impl == "transformers":
+        from transformers import Qwen2AudioForConditionalGeneration
+
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=dtype).eval()
+        lm = model.model.language_model
+        nbytes = sum(p.numel() * p.element_size() for p in model.lm_head.parameters())
+        nbytes += sum(p.numel() * p.element_size() for n, p in lm.named_parameters() if "embed_tokens" not in n)
+    else:
+        from auralm.checkpoint.hf import load_audiolm
+
+        model = load_audiolm(folder, dtype=dtype, quantize=quantize)
+        nbytes = step_bytes(model)
+    times = [decode_step_time(impl, model, inp, opts["decode_tokens"]) for _ in range(opts["repeats"] + 1)][1:]
+    out.put((name, {"step_s": statistics.median(times), "bytes": nbytes, "load": os.getloadavg()[0]}))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--prompt", type=int, default=256, help="prompt tokens before decoding")
+    ap.add_argument("--decode-tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sides", default=",".join(str(i) for i in range(len(SIDES))), help="indices into SIDES")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        build_checkpoint(Path(tmp), args.layers, args.width)
+        ctx = mp.get_context("spawn")
+        for i in (int(s) for s in args.sides.split(",")):
+            q = ctx.Queue()
+            p = ctx.Process(target=run_side, args=(i, tmp, vars(args), q))
+            p.start()
+            name, res = q.get()
+            p.join()
+            results[name] = res
+            print(f"  {name}: {res['step_s'] * 1e3:.1f} ms/step", file=sys.stderr)
+    bw = read_bandwidth()
+    ref = results.get("transformers bf16")
+    print(f"checkpoint: {args.layers} layers x {args.width}, vocab 32000, prompt {args.prompt} tokens, batch 1, "
+          f"{args.threads} threads; read bandwidth {bw / 1e9:.1f} GB/s; load average {load_start:.1f} at start")
+    print("| side | MB read per step | ms per step | tokens/s | GB/s | share of read bandwidth | vs transformers bf16 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        gbs = r["bytes"] / r["step_s"] / 1e9
+        ratio = f"{ref['step_s'] / r['step_s']:.2f}x" if ref else "-"
+        print(f"| {name} | {r['bytes'] / 1e6:.0f} | {r['step_s'] * 1e3:.1f} | {1 / r['step_s']:.1f} | {gbs:.1f} | "
+              f"{gbs * 1e9 / bw:.0%} | {ratio} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
