@@ -2,8 +2,9 @@
 
 torch's own default is one intra-op thread per core. On an idle machine that is the fastest choice; on a shared one
 it is the slowest: every parallel region waits for its last thread, and a thread whose core another process holds
-waits a whole scheduler slice. On a 2-core machine with other work running, a JFK transcription (11 s of speech)
-took 24.8 s with 2 threads and 4.7 s with 1 (README, "Performance on your machine", has the measurements).
+waits a whole scheduler slice. On a 2-core VM the demo model transcribed the 11 s JFK clip in 0.9 s with 2 threads
+and 1.3 s with 1 when idle, but in 6.6-26 s with 2 and 1.4-2.7 s with 1 at a load average of 3.5-7.9 (README,
+"Performance on your machine").
 
 So the default counts the cores that other processes leave idle: the CPUs this process may use minus the 1-minute
 load average, rounded, at least 1 and at most torch's default. An explicit choice always wins: `load(threads=N)`,
