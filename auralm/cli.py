@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from auralm.terminal import bar_shape
 from auralm.version import __version__
 
 # Commands that live with their subsystem: each module has add_parser(subparsers) and run(args) -> int.
@@ -76,16 +77,6 @@ def _load(args):
 
     return load(args.model, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads,
                 quantize=args.quantize)
-
-
-def bar_shape() -> dict[str, int]:
-    """tqdm's `ncols` / `nrows` for a bar on stderr: its terminal's size, with 80 x 24 for a side it reports as 0
-    (some pseudo-terminals do: `script`, `docker exec -t`), where tqdm would draw nothing at all."""
-    try:
-        columns, lines = os.get_terminal_size(sys.stderr.fileno())
-    except (OSError, ValueError, AttributeError):  # not a terminal: the bar is off anyway
-        columns, lines = 0, 0
-    return {"ncols": columns or 80, "nrows": lines or 24}
 
 
 def check_model_dir(path: str | None) -> None:

@@ -17,7 +17,6 @@ from auralm.config import CTC_ROWS_KEY, AudioLMConfig, ConfigError
 from auralm.demo.ctc_align import CosineCTCHead, install_head
 from auralm.demo.package import use_ctc_rows
 from auralm.demo.train import reading_manifest
-from auralm.model.audiolm import Projector
 
 ROWS = [5, 9, 17, 42]
 

@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from auralm.checkpoint.weights import assign_weights
 from auralm.config import AudioLMConfig, ConfigError
 from auralm.model.audiolm import AudioLM
 
@@ -114,7 +115,6 @@ def load_audiolm(
     with torch.device("meta"):
         model = AudioLM(cfg)
     expected = set(model.state_dict().keys())
-    tied = cfg.decoder.tie_embeddings
     state: dict[str, torch.Tensor] = {}
     for path in checkpoint_files(folder):
         with safe_open(str(path), framework="pt", device=str(device)) as f:
@@ -124,21 +124,7 @@ def load_audiolm(
                     raise ConfigError(f"{path.name} holds {key!r}, which the config's model does not have")
                 t = f.get_tensor(key)
                 state[name] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
-    if tied:
-        state.pop("language_model.lm_head.weight", None)
-        expected.discard("language_model.lm_head.weight")
-    missing = sorted(expected - set(state))
-    if missing:
-        raise ConfigError(f"{folder} lacks {len(missing)} weight(s) the config needs, e.g. {missing[:5]}")
-    for name, t in state.items():
-        want = model.get_parameter(name).shape
-        if t.shape != want:
-            raise ConfigError(f"{name} has shape {tuple(t.shape)} in {folder}, the config needs {tuple(want)}")
-    model.load_state_dict(state, strict=not tied, assign=True)
-    if tied:
-        model.language_model.lm_head.weight = model.language_model.model.embed_tokens.weight
-    model.audio_tower.embed_positions.weight.requires_grad_(False)
-    return model.eval()
+    return assign_weights(model, state, folder)
 
 
 def read_generation_defaults(folder: str | Path) -> dict:

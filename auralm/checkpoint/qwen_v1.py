@@ -35,6 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from auralm.checkpoint.weights import assign_weights
 from auralm.config import AudioLMConfig, ConfigError, DecoderConfig, EncoderConfig
 from auralm.model.qwen_v1 import QwenAudioV1
 from auralm.text.qwen_v1_tokenizer import AUDIO_PAD, AUDIO_SPECIALS, AUDIO_START
@@ -289,18 +290,7 @@ def load_qwen_v1(folder: str | Path, dtype: torch.dtype | None = None, device: s
             if name not in expected:
                 raise ConfigError(f"{path.name} holds a weight for {name!r}, which the config's model does not have")
             state[name] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
-    missing = sorted(expected - set(state))
-    if missing:
-        raise ConfigError(f"{folder} lacks {len(missing)} weight(s) the config needs, e.g. {missing[:5]}")
-    for name, t in state.items():
-        want = model.get_parameter(name).shape
-        if t.shape != want:
-            raise ConfigError(f"{name} has shape {tuple(t.shape)} in {folder}, the config needs {tuple(want)}")
-    model.load_state_dict(state, strict=not tied, assign=True)
-    if tied:
-        model.language_model.lm_head.weight = model.language_model.model.embed_tokens.weight
-    model.audio_tower.embed_positions.weight.requires_grad_(False)
-    return model.eval()
+    return assign_weights(model, state, folder)
 
 
 def save_qwen_v1(model: QwenAudioV1, folder: str | Path, max_shard_bytes: int = 4 * 1024**3) -> None:

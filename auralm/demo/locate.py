@@ -34,6 +34,7 @@ from tqdm import tqdm
 from auralm.checkpoint.assets import cache_root, fetch
 from auralm.demo.base import BASE_ASSETS
 from auralm.demo.package import DELTA_NAME, MANIFEST_NAME, SHIPPED_DIR, assemble, file_digest
+from auralm.terminal import bar_shape
 
 log = logging.getLogger("auralm.demo")
 
@@ -107,16 +108,6 @@ def _rebuild(folder: Path, problem: str) -> None:
             f"the demo model in {folder} is damaged ({problem}) and rebuilding it failed ({err}); "
             f"delete the folder {folder} and run again once that is fixed"
         ) from err
-
-
-def bar_shape() -> dict[str, int]:
-    """tqdm's `ncols` / `nrows` for a bar on stderr: its terminal's size, with 80 x 24 for a side it reports as 0
-    (some pseudo-terminals do: `script`, `docker exec -t`), where tqdm would draw nothing at all."""
-    try:
-        columns, lines = os.get_terminal_size(sys.stderr.fileno())
-    except (OSError, ValueError, AttributeError):  # not a terminal: the bar is off anyway
-        columns, lines = 0, 0
-    return {"ncols": columns or 80, "nrows": lines or 24}
 
 
 def build(folder: Path, first_use: bool = True) -> None:
