@@ -239,6 +239,11 @@ def test_serve_command_settings(monkeypatch, tmp_path):
     assert settings.api_key == "from-env" and settings.allow_file_dir is None
     assert settings.allow_domains == ("media.example.com",) and settings.max_batch == 3
     assert settings.model_name == tmp_path.name
+    health = settings_from_args(build_parser().parse_args(
+        ["serve", "--health-stall-seconds", "7.5", "--health-min-free-fds", "64"]), tmp_path)
+    assert (health.health_stall_seconds, health.health_min_free_fds) == (7.5, 64)
+    with pytest.raises(ValueError, match="health_stall_seconds"):
+        settings_from_args(build_parser().parse_args(["serve", "--health-stall-seconds", "0"]), tmp_path)
     with pytest.raises(ValueError, match="max_batch"):
         settings_from_args(build_parser().parse_args(["serve", "--max-batch", "0"]), tmp_path)
     with pytest.raises(ValueError, match="allow_file_dir"):

@@ -47,6 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-audios", type=int, default=_DEFAULTS.max_audios, help="audio clips per request")
     p.add_argument("--max-tokens-limit", type=int, default=_DEFAULTS.max_tokens_limit,
                    help="largest max_tokens a request may ask for")
+    p.add_argument("--health-stall-seconds", type=float, default=_DEFAULTS.health_stall_seconds,
+                   help="/health answers 503 'stalled' when the model makes no progress this long while work waits")
+    p.add_argument("--health-min-free-fds", type=int, default=_DEFAULTS.health_min_free_fds,
+                   help="/health answers 503 when fewer file descriptors than this are free")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for the model (default: the cores other processes leave idle, at least 1; "
                         "OMP_NUM_THREADS when set)")
@@ -64,6 +68,7 @@ def settings_from_args(args: argparse.Namespace, model_dir: Path) -> ServeSettin
         max_audios=args.max_audios, max_tokens_limit=args.max_tokens_limit,
         default_max_tokens=min(_DEFAULTS.default_max_tokens, args.max_tokens_limit),
         allow_domains=tuple(args.allow_domain), allow_file_dir=Path(args.allow_file_dir) if args.allow_file_dir else None,
+        health_stall_seconds=args.health_stall_seconds, health_min_free_fds=args.health_min_free_fds,
     )
 
 
