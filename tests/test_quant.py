@@ -74,6 +74,19 @@ def test_quant_linear_equals_its_dequantized_weight(bits, group):
     assert torch.equal(shell(x), got)
 
 
+def test_layers_the_kernels_cannot_take_stay_float():
+    """torch's int8 kernel crashes the process for K % 16 != 0 (batch >= 4): such a layer is never quantized."""
+    cfg = DecoderConfig(vocab_size=512, d_model=128, n_layers=1, n_heads=4, n_kv_heads=2, ffn_dim=200, head_dim=32)
+    lm = _random_lm(cfg, 0)
+    layers = quantize_(lm, QuantSpec(8))
+    assert "model.layers.0.mlp.down_proj" not in layers and "model.layers.0.mlp.up_proj" in layers
+    assert isinstance(lm.model.layers[0].mlp.down_proj, torch.nn.Linear)
+    with torch.no_grad():
+        assert lm(torch.randint(0, 512, (4, 8))).shape == (4, 8, 512)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        QuantLinear(200, 128, False, 8)
+
+
 def test_quant_spec_names():
     assert QuantSpec.parse("int8") == QuantSpec(8)
     assert QuantSpec.parse("int4").group_size == 64 and QuantSpec.parse("int4-g32").group_size == 32

@@ -32,6 +32,9 @@ import torch
 from torch import nn
 
 INT4_GROUP_SIZES = (32, 64, 128, 256)  # what torch's int4 CPU kernel accepts
+# torch 2.13's int8 CPU kernel reads the inputs in blocks of 16 and crashes (SIGSEGV, not an error) on any other K
+# once the batch has 4 rows or more; such layers stay in float.
+INT8_K_MULTIPLE = 16
 _ROWS = 1024  # rows quantized / repacked at a time: bounds the float32 temporaries (a multiple of every kernel block)
 _UNPACK_ROWS = 256  # rows unpacked from the kernel layout at a time: its permutation table is rows x K int64
 
@@ -181,6 +184,13 @@ def int4_from_kernel(kernel: torch.Tensor) -> torch.Tensor:
 
 
 # ---- the module --------------------------------------------------------------------------------------------
+def fits(bits: int, in_features: int, out_features: int, group_size: int) -> bool:
+    """Whether torch's kernels take a layer of this shape: int8 needs K % 16 == 0, int4 K % group == 0, N % 16 == 0."""
+    if bits == 8:
+        return in_features % INT8_K_MULTIPLE == 0
+    return in_features % group_size == 0 and out_features % 16 == 0
+
+
 class QuantLinear(nn.Module):
     """A Linear layer whose weight is int8 (per output channel) or int4 (grouped); bias and activations stay in
     `dtype`. Built empty (on any device, `meta` included) and filled by `set_weight` or `load_folder_tensors`."""
@@ -190,10 +200,10 @@ class QuantLinear(nn.Module):
         dtype: torch.dtype = torch.bfloat16, device: torch.device | str | None = None,
     ):
         super().__init__()
-        if bits == 4 and (in_features % group_size or out_features % 16):
+        if not fits(bits, in_features, out_features, group_size):
             raise ValueError(
-                f"int4 needs in_features divisible by the group size ({in_features} % {group_size}) and "
-                f"out_features by 16 ({out_features})"
+                f"int{bits} needs in_features divisible by {INT8_K_MULTIPLE if bits == 8 else group_size} (got "
+                f"{in_features})" + ("" if bits == 8 else f" and out_features by 16 (got {out_features})")
             )
         self.in_features, self.out_features, self.bits, self.group_size = in_features, out_features, bits, group_size
         N, K = out_features, in_features
@@ -300,8 +310,8 @@ def quantized_layers(model: nn.Module, spec: QuantSpec) -> dict[str, int]:
 
     The decoder's projections get `spec.bits`, the output layer `spec.head_bits` (not when it shares the embedding
     matrix: the embedding needs the float rows anyway). The audio encoder and projector stay in float: they run once
-    per clip, bound by compute rather than by reading weights. A layer whose shape the int4 kernel cannot take
-    (inputs not a multiple of the group, outputs not of 16) stays in float."""
+    per clip, bound by compute rather than by reading weights. A layer whose shape the kernels cannot take (`fits`)
+    stays in float."""
     lm = model.language_model if hasattr(model, "language_model") else model
     prefix = "language_model." if lm is not model else ""
     tied = lm.lm_head.weight is lm.model.embed_tokens.weight
@@ -310,7 +320,7 @@ def quantized_layers(model: nn.Module, spec: QuantSpec) -> dict[str, int]:
         if not isinstance(mod, nn.Linear) or (name == "lm_head" and tied):
             continue
         bits = spec.head_bits if name == "lm_head" else spec.bits
-        if bits == 4 and (mod.in_features % spec.group_size or mod.out_features % 16):
+        if not fits(bits, mod.in_features, mod.out_features, spec.group_size):
             continue
         out[prefix + name] = bits
     return out
