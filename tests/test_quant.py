@@ -251,3 +251,28 @@ def test_load_quantize_and_the_cli_quantize_command(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", str(tmp_path / "q8")]) == 0
     assert "quantized:   int8" in capsys.readouterr().out
+
+
+def test_serve_and_chat_pass_quantize_to_load(tmp_path, monkeypatch):
+    """`auralm serve --quantize` and the model commands' `--quantize` reach `load(quantize=...)`."""
+    pytest.importorskip("uvicorn")
+    import auralm.infer.api as api
+    from auralm.cli import build_parser
+
+    seen: dict = {}
+
+    class Loaded(Exception):
+        pass
+
+    def fake_load(model_dir, **kwargs):
+        seen.update(kwargs)
+        raise Loaded
+
+    monkeypatch.setattr(api, "load", fake_load)
+    for argv in (["serve", "--model", str(tmp_path), "--quantize", "int4"],
+                 ["chat", "--model", str(tmp_path), "--quantize", "int4", "hi"]):
+        args = build_parser().parse_args(argv)
+        seen.clear()
+        with pytest.raises(Loaded):
+            args.func(args)
+        assert seen["quantize"] == "int4"
