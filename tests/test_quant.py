@@ -256,8 +256,8 @@ def test_load_quantize_and_the_cli_quantize_command(tmp_path, capsys):
 def test_serve_and_chat_pass_quantize_to_load(tmp_path, monkeypatch):
     """`auralm serve --quantize` and the model commands' `--quantize` reach `load(quantize=...)`."""
     pytest.importorskip("uvicorn")
-    import auralm.infer.api as api
     from auralm.cli import build_parser
+    from auralm.infer import api
 
     seen: dict = {}
 
