@@ -431,3 +431,10 @@ def test_qwen_audio_eval_suite_runs_on_a_v1_model(v1_dir, tmp_path, capsys):
     assert tasks["vocalsound"]["status"] == "scored"
     prompt = tasks["librispeech_test-clean"]["example_prompt"]
     assert prompt.endswith("<|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>")
+
+
+def test_compile_is_refused_up_front_for_dynamic_ntk(model):
+    from auralm.infer.compiled import compile_decode
+
+    with pytest.raises(ValueError, match="dynamic-NTK"):
+        compile_decode(model)  # at once, not at the first decode step

@@ -10,15 +10,13 @@ generation_config.json (its stop and pad ids) is read and written beside the wei
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from auralm.checkpoint.weights import assign_weights
+from auralm.checkpoint.weights import assign_weights, atomic_write_text, write_shards
 from auralm.config import AudioLMConfig, ConfigError
 from auralm.model.audiolm import AudioLM
 
@@ -151,7 +149,7 @@ def save_audiolm(
     if isinstance(model, QwenAudioV1):  # written back in its own layout, which load_audiolm reads
         save_qwen_v1(model, folder, max_shard_bytes=max_shard_bytes)
         if generation_defaults:
-            _atomic_write_text(Path(folder) / "generation_config.json", json.dumps(generation_defaults, indent=2))
+            atomic_write_text(Path(folder) / "generation_config.json", json.dumps(generation_defaults, indent=2))
         return
     from auralm.checkpoint.quantized import QUANT_STEM, folder_state_dict, quantization_config
 
@@ -162,55 +160,12 @@ def save_audiolm(
     state = {k: v.detach().contiguous() for k, v in state.items()}
     if model.cfg.decoder.tie_embeddings:
         state.pop("language_model.lm_head.weight", None)
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for key in sorted(state):
-        nbytes = state[key].numel() * state[key].element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][key] = state[key]
-        size += nbytes
-    # Remove stale weights of an earlier save with a different sharding (or quantization) before writing the new
-    # ones. Quantized weights go under other file names, so that transformers finds no weights it would misread.
-    for stem in ("model", QUANT_STEM):
-        for old in list(folder.glob(f"{stem}*.safetensors")) + [folder / f"{stem}.safetensors.index.json"]:
-            if old.exists():
-                old.unlink()
-    stem = QUANT_STEM if quantized else "model"
-    if len(shards) == 1:
-        _atomic_save(shards[0], folder / f"{stem}.safetensors")
-    else:
-        weight_map = {}
-        for i, shard in enumerate(shards, start=1):
-            name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
-            _atomic_save(shard, folder / name)
-            weight_map.update({k: name for k in shard})
-        total = sum(v.numel() * v.element_size() for v in state.values())
-        index = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
-        _atomic_write_text(folder / f"{stem}.safetensors.index.json", index)
+    # Quantized weights go under other file names, so that transformers finds no weights it would misread.
+    write_shards(state, folder, QUANT_STEM if quantized else "model", max_shard_bytes, stale=("model", QUANT_STEM))
     hf = model.cfg.to_hf()
     hf["torch_dtype"] = str(model.dtype).removeprefix("torch.")
     if quantized:
         hf["quantization_config"] = quantized  # what auralm reads; transformers finds no model*.safetensors
-    _atomic_write_text(folder / "config.json", json.dumps(hf, indent=2))
+    atomic_write_text(folder / "config.json", json.dumps(hf, indent=2))
     if generation_defaults:
-        _atomic_write_text(folder / "generation_config.json", json.dumps(generation_defaults, indent=2))
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    _fsync_replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    _fsync_replace(tmp, path)
-
-
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        atomic_write_text(folder / "generation_config.json", json.dumps(generation_defaults, indent=2))

@@ -33,9 +33,8 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from auralm.checkpoint.weights import assign_weights
+from auralm.checkpoint.weights import assign_weights, atomic_write_text, write_shards
 from auralm.config import AudioLMConfig, ConfigError, DecoderConfig, EncoderConfig
 from auralm.model.qwen_v1 import QwenAudioV1
 from auralm.text.qwen_v1_tokenizer import AUDIO_PAD, AUDIO_SPECIALS, AUDIO_START
@@ -302,26 +301,7 @@ def save_qwen_v1(model: QwenAudioV1, folder: str | Path, max_shard_bytes: int = 
     if model.cfg.decoder.tie_embeddings:
         state.pop("language_model.lm_head.weight", None)
     state = auralm_to_v1(state)
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for key in sorted(state):
-        nbytes = state[key].numel() * state[key].element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][key] = state[key]
-        size += nbytes
-    if len(shards) == 1:
-        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
-    else:
-        weight_map = {}
-        for i, shard in enumerate(shards, start=1):
-            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(folder / name), metadata={"format": "pt"})
-            weight_map.update(dict.fromkeys(shard, name))
-        index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in state.values())},
-                 "weight_map": weight_map}  # fmt: skip
-        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    write_shards(state, folder, "model", max_shard_bytes)
     hf = config_to_v1(model.cfg)
     hf["torch_dtype"] = str(model.dtype).removeprefix("torch.")
-    (folder / "config.json").write_text(json.dumps(hf, indent=2))
+    atomic_write_text(folder / "config.json", json.dumps(hf, indent=2))

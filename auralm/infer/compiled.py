@@ -48,6 +48,9 @@ class CompiledDecodeStep:
     """The decode step of one model; each (batch, capacity) shape compiles on first use."""
 
     def __init__(self, model: nn.Module):
+        if model.cfg.decoder.rope_dynamic_ntk:
+            # The static step keeps one RoPE base for the whole batch; dynamic NTK gives each row its own.
+            raise ValueError("compile=True does not support dynamic-NTK RoPE (Qwen-Audio v1 folders); decode eagerly")
         self.fn = torch.compile(_Step(model.language_model).eval(), fullgraph=True, dynamic=None)
 
     @torch.no_grad()

@@ -154,10 +154,7 @@ class Qwen2Model(nn.Module):
         inputs_embeds (B, 1, D); key_valid bool (B, S_max), the cached slots that hold real tokens; position_ids
         (B, 1). Returns the final-norm hidden states (B, 1, D); the new keys/values are left in `step`.
         """
-        if self.cfg.rope_dynamic_ntk:
-            raise NotImplementedError(
-                "the compiled decode step has no per-row RoPE base (dynamic NTK, Qwen-Audio v1); decode eagerly"
-            )
+        assert not self.cfg.rope_dynamic_ntk, "no per-row RoPE base here: CompiledDecodeStep refuses such models"
         own = torch.ones_like(key_valid[:, :1])
         mask = torch.cat([key_valid, own], dim=1)[:, None, None, :]  # (B, 1, 1, S_max + 1)
         cos, sin = rope_tables(position_ids, self.cfg.head_dim, self.cfg.rope_theta, inputs_embeds.dtype)
