@@ -14,6 +14,8 @@ from typing import Any
 
 # config.json key of `AudioLMConfig.projector_ctc_rows` (auralm's own: transformers ignores it, see the README).
 CTC_ROWS_KEY = "auralm_projector_ctc_rows"
+# config.json key of `AudioLMConfig.projector_ctc_drop_blank` (auralm's own, as above).
+CTC_DROP_BLANK_KEY = "auralm_projector_ctc_drop_blank"
 
 class ConfigError(ValueError):
     """A config file or dict is malformed: unknown key, wrong type or an impossible value."""
@@ -81,6 +83,9 @@ class AudioLMConfig:
     # auralm's option, not Qwen2-Audio's (`model.audiolm.Projector`): the LLM token rows a CTC-head projector scores
     # each frame against; the frame becomes its posterior's mix of those rows. Empty = the released linear projector.
     projector_ctc_rows: list[int] = field(default_factory=list)
+    # With a CTC-head projector: frames whose most likely class is the blank are left out of attention (CTC
+    # compression: the LLM reads only the token-bearing frames). Their `<|AUDIO|>` positions stay in the sequence.
+    projector_ctc_drop_blank: bool = False
     # Qwen-Audio (v1): id of `<audio>` (`</audio>` is the next id); both take their embeddings from the
     # encoder's own `audio_bos_eos_token` table instead of the LLM's. None for Qwen2-Audio.
     audio_start_id: int | None = None
@@ -141,13 +146,15 @@ class AudioLMConfig:
             raise ConfigError(f"text_config.hidden_act {t['hidden_act']!r}: only 'silu'")
         audio_token = hf.get("audio_token_index", hf.get("audio_token_id", 151646))
         return cls(encoder=enc, decoder=dec, audio_token_id=audio_token,
-                   projector_ctc_rows=_int_list(hf.get(CTC_ROWS_KEY) or [], CTC_ROWS_KEY))
+                   projector_ctc_rows=_int_list(hf.get(CTC_ROWS_KEY) or [], CTC_ROWS_KEY),
+                   projector_ctc_drop_blank=_bool(hf.get(CTC_DROP_BLANK_KEY, False), CTC_DROP_BLANK_KEY))
 
     def to_hf(self) -> dict[str, Any]:
         """The Hugging Face `config.json` dict that transformers (4.x and 5.x) and vLLM load."""
         e, d = self.encoder, self.decoder
         # auralm's own key, written only when the option is on: a released-layout config stays byte-identical.
         extra = {CTC_ROWS_KEY: list(self.projector_ctc_rows)} if self.projector_ctc_rows else {}
+        extra.update({CTC_DROP_BLANK_KEY: True} if self.projector_ctc_drop_blank else {})
         return {
             **extra,
             "architectures": ["Qwen2AudioForConditionalGeneration"],
@@ -205,6 +212,12 @@ class AudioLMConfig:
 def _int_list(value: Any, where: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(v, int) and v >= 0 for v in value):
         raise ConfigError(f"{where}: expected a list of token ids (non-negative integers)")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
     return value
 
 

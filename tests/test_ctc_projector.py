@@ -129,3 +129,122 @@ def test_reading_manifest_keeps_english_clips_with_known_words(tmp_path):
     assert [(r["id"], r["task"], r["text"]) for r in got] == [("read-a", "asr", "hello there"),
                                                               ("read-b", "asr", "my voice")]
     assert reading_manifest(src, out, tasks=("asr",)) == 2  # written once: the existing file is kept
+
+
+# ---- CTC compression: `projector_ctc_drop_blank` ---------------------------------------------------------------
+def _drop_model(folder, seed: int = 0):
+    model = _ctc_model(folder, seed)
+    model.cfg.projector_ctc_drop_blank = True
+    model.multi_modal_projector.drop_blank = True
+    return model.eval()
+
+
+def _half_blank(model, inputs) -> None:
+    """Centre the projected frames of these clips (the tiny encoder's frames all point one way), so that the blank
+    and the rows each win some frames."""
+    with torch.no_grad():
+        lengths = inputs["feature_attention_mask"].sum(-1)
+        hidden, n = model.audio_tower(inputs["input_features"], lengths)  # (Na, A, De), (Na,)
+        linear = model.multi_modal_projector.linear
+        linear.bias.copy_(-linear.weight @ hidden[0, : int(n[0])].mean(0))
+
+
+def _chat_inputs(folder, seconds: list[float], seeds: list[int] | None = None):
+    from tiny_hf import speechlike
+
+    from auralm import Processor
+
+    proc = Processor.from_pretrained(folder)
+    turn = [{"role": "user", "content": [{"type": "audio", "audio": "x"}, {"type": "text", "text": "What is it?"}]}]
+    texts = [proc.apply_chat_template(turn)] * len(seconds)
+    seeds = seeds or list(range(len(seconds)))
+    return proc, proc(text=texts, audio=[speechlike(s, seed=i) for i, s in zip(seeds, seconds)])
+
+
+def test_dropped_frames_are_as_if_absent(folder):
+    model = _drop_model(folder, seed=1)
+    _, inputs = _chat_inputs(folder, [2.3])
+    _half_blank(model, inputs)
+    with torch.no_grad():
+        embeds, mask = model.embed_with_mask(inputs["input_ids"], inputs["attention_mask"], inputs["input_features"],
+                                             inputs["feature_attention_mask"])
+        is_audio = inputs["input_ids"] == model.cfg.audio_token_id
+        dropped = int((mask == 0).sum())
+        assert 0 < dropped < int(is_audio.sum())  # some frames are blank, some are not
+        assert bool(mask[~is_audio].all())  # text is never dropped
+        full = model(**inputs).logits[0, -1]
+        compact = model(inputs_embeds=embeds[mask.bool()][None]).logits[0, -1]  # the dropped rows removed
+    torch.testing.assert_close(full, compact, rtol=1e-4, atol=1e-4)
+
+
+def test_drop_blank_generation_is_cache_exact_and_batch_invariant(folder, monkeypatch):
+    from auralm.infer.engine import DecodeBatch
+    from auralm.infer.generate import generate
+    from auralm.infer.sampling import GenerationConfig
+
+    model = _drop_model(folder, seed=2)
+    _, both = _chat_inputs(folder, [1.1, 4.7])
+    _half_blank(model, both)
+    cfg = GenerationConfig(max_new_tokens=8)
+    batched = generate(model, both, cfg)
+    seen: list[torch.Tensor] = []
+    choose = DecodeBatch._choose
+    monkeypatch.setattr(DecodeBatch, "_choose", lambda self, logits: (seen.append(logits.clone()), choose(self, logits)))
+    for i, seconds in enumerate([1.1, 4.7]):
+        _, alone = _chat_inputs(folder, [seconds], seeds=[i])
+        seen.clear()
+        out = generate(model, alone, cfg)
+        T = alone["input_ids"].shape[1]
+        assert batched[i, -out.shape[1] + T:].tolist()[: out.shape[1] - T] == out[0, T:].tolist()
+        with torch.no_grad():  # the cached decode agrees with one uncached forward over prompt + answer
+            logits = model(input_ids=out, input_features=alone["input_features"],
+                           feature_attention_mask=alone["feature_attention_mask"]).logits
+        torch.testing.assert_close(torch.cat(seen), logits[0, T - 1:-1], rtol=1e-4, atol=1e-4)
+
+
+def test_training_sees_the_same_dropped_frames(folder):
+    from auralm.train.objective import embed_batch
+
+    model = _drop_model(folder, seed=3)
+    _, inputs = _chat_inputs(folder, [3.0, 1.6])
+    _half_blank(model, inputs)
+    with torch.no_grad():
+        _, want = model.embed_with_mask(inputs["input_ids"], inputs["attention_mask"], inputs["input_features"],
+                                        inputs["feature_attention_mask"])
+        _, got = embed_batch(model, {**inputs, "paired": False})
+    assert torch.equal(got, want) and int((got == 0).sum()) > int((inputs["attention_mask"] == 0).sum())
+
+
+def test_drop_blank_config_round_trip_and_refusals(folder):
+    from auralm.config import CTC_DROP_BLANK_KEY
+    from auralm.model.audiolm import Projector
+
+    cfg = load_audiolm(folder).cfg
+    assert CTC_DROP_BLANK_KEY not in cfg.to_hf()
+    cfg.projector_ctc_rows, cfg.projector_ctc_drop_blank = list(ROWS), True
+    hf = cfg.to_hf()
+    assert hf[CTC_DROP_BLANK_KEY] is True and AudioLMConfig.from_hf(hf).projector_ctc_drop_blank
+    with pytest.raises(ConfigError, match=CTC_DROP_BLANK_KEY):
+        AudioLMConfig.from_hf({**hf, CTC_DROP_BLANK_KEY: "yes"})
+    cfg.projector_ctc_rows = []
+    with pytest.raises(ValueError, match="projector_ctc_rows"):
+        Projector(cfg)
+
+
+def test_best_path_collapses_repeats_and_skips_blanks(folder):
+    model = _ctc_model(folder)
+    proj, embed = model.multi_modal_projector, model.language_model.model.embed_tokens.weight
+    # frames pointing at: blank, 17, 17, blank, 17, 42, 42 -> 17 17 42
+    blank = F.normalize(torch.randn(embed.shape[1]), dim=0)
+    targets = [blank, embed[17], embed[17], blank, embed[17], embed[42], embed[42]]
+    with torch.no_grad():
+        proj.ctc_blank.copy_(blank)
+        proj.ctc_log_scale.fill_(math.log(200.0))
+        proj.linear.weight.zero_()
+        x = torch.zeros(len(targets), model.cfg.encoder.d_model)
+        proj.linear.bias.zero_()
+        # one encoder unit per frame, mapped by the weight onto that frame's target direction
+        for t, row in enumerate(targets):
+            x[t, t] = 1.0
+            proj.linear.weight[:, t] = F.normalize(row.detach(), dim=0)
+    assert proj.best_path(x, embed) == [17, 17, 42]

@@ -91,6 +91,7 @@ class AlignConfig:
     max_clips: int | None = None  # use at most this many train clips (None: all)
     sounds: bool = False  # also align sound clips to the names of their sounds (see `heard_text`)
     keep_head: bool = False  # the projector keeps the CTC head (`install_head`) instead of a rescaled linear layer
+    drop_blank: bool = False  # with keep_head: the LLM attends only to non-blank frames (`projector_ctc_drop_blank`)
     seed: int = 0
 
 
@@ -227,7 +228,7 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
         metrics["epoch_losses"].append(total / count)
     metrics["seconds"] = round(time.time() - t0, 1)
     if cfg.keep_head:
-        install_head(model, head, vocab)
+        install_head(model, head, vocab, cfg.drop_blank)
         return metrics
     # Write back, scaled so that projected speech frames have the norm of an average embedding row.
     with torch.no_grad():
@@ -242,10 +243,12 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
 
 
 @torch.no_grad()
-def install_head(model, head: CosineCTCHead, vocab: list[int]) -> None:
+def install_head(model, head: CosineCTCHead, vocab: list[int], drop_blank: bool = False) -> None:
     """Make the trained head the model's projector (`AudioLMConfig.projector_ctc_rows`): frames then reach the LLM
-    as their CTC posterior's mix of its embedding rows; a blank frame starts as the mean embedding row."""
+    as their CTC posterior's mix of its embedding rows; a blank frame starts as the mean embedding row (with
+    `drop_blank`, blank frames are left out instead: `AudioLMConfig.projector_ctc_drop_blank`)."""
     model.cfg.projector_ctc_rows = list(vocab)
+    model.cfg.projector_ctc_drop_blank = bool(drop_blank)
     linear = model.multi_modal_projector.linear
     projector = Projector(model.cfg).to(device=linear.weight.device, dtype=linear.weight.dtype)
     projector.linear.load_state_dict(head.proj.state_dict())

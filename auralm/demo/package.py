@@ -48,8 +48,8 @@ def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_
     base, processor = build_base()
     n_base_rows = processor.tokenizer.get_vocab_size(with_added_tokens=False)
     trained_model = load_audiolm(final_dir)
-    rows = list(trained_model.cfg.projector_ctc_rows)
-    use_ctc_rows(base, rows)
+    rows, drop_blank = list(trained_model.cfg.projector_ctc_rows), trained_model.cfg.projector_ctc_drop_blank
+    use_ctc_rows(base, rows, drop_blank)
     trained = trained_model.state_dict()
     base_sd = base.state_dict()
     stages = [_read_adapter(Path(d)) for d in adapter_dirs]
@@ -73,7 +73,8 @@ def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(out_dir / DELTA_NAME))
     meta = {**meta, "lora_scalings": scalings, "n_base_rows": n_base_rows,
-            "shipped_dtype": str(dtype).removeprefix("torch."), "projector_ctc_rows": rows}
+            "shipped_dtype": str(dtype).removeprefix("torch."), "projector_ctc_rows": rows,
+            "projector_ctc_drop_blank": drop_blank}
     (out_dir / META_NAME).write_text(json.dumps(meta, indent=2))
     size = (out_dir / DELTA_NAME).stat().st_size
     if size > MAX_SHIPPED_BYTES:
@@ -83,18 +84,19 @@ def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_
     return {"bytes": size, "max_abs_deviation": deviation}
 
 
-def use_ctc_rows(model: AudioLM, rows: list[int]) -> None:
-    """Give the model a CTC-head projector over `rows` (`AudioLMConfig.projector_ctc_rows`), its tensors still to be
-    filled; no rows: the released linear projector stays."""
+def use_ctc_rows(model: AudioLM, rows: list[int], drop_blank: bool = False) -> None:
+    """Give the model a CTC-head projector over `rows` (`AudioLMConfig.projector_ctc_rows`; `drop_blank`: its
+    `projector_ctc_drop_blank`), its tensors still to be filled; no rows: the released linear projector stays."""
     if rows:
         model.cfg.projector_ctc_rows = list(rows)
+        model.cfg.projector_ctc_drop_blank = bool(drop_blank)
         model.multi_modal_projector = Projector(model.cfg)
 
 
 def apply_delta(model: AudioLM, shipped: Path = SHIPPED_DIR) -> AudioLM:
     """Apply the shipped tensors and LoRA factors to the base model, in place."""
     meta = json.loads((shipped / META_NAME).read_text())
-    use_ctc_rows(model, meta.get("projector_ctc_rows", []))
+    use_ctc_rows(model, meta.get("projector_ctc_rows", []), meta.get("projector_ctc_drop_blank", False))
     state = model.state_dict()
     with torch.no_grad(), safe_open(str(shipped / DELTA_NAME), framework="pt") as f:
         keys = list(f.keys())

