@@ -276,3 +276,36 @@ def test_serve_and_chat_pass_quantize_to_load(tmp_path, monkeypatch):
         with pytest.raises(Loaded):
             args.func(args)
         assert seen["quantize"] == "int4"
+
+
+def test_eval_passes_quantize_and_dtype_to_load_on_the_cpu(tmp_path, monkeypatch):
+    """`auralm eval --quantize --dtype` reach `load(quantize=..., dtype=...)`; the run computes on the CPU (where the
+    quantized kernels are) and its run.json records the quantization, so a resume with other weights is refused."""
+    from auralm.cli import build_parser
+    from auralm.infer import api
+    from auralm.train import distributed
+
+    seen: dict = {}
+
+    class Loaded(Exception):
+        pass
+
+    def fake_load(model_dir, **kwargs):
+        seen.update(kwargs)
+        raise Loaded
+
+    real_init = distributed.init_distributed
+
+    def init_distributed(device="auto", **kwargs):
+        seen["device"] = device
+        return real_init(device, **kwargs)
+
+    monkeypatch.setattr(api, "load", fake_load)
+    monkeypatch.setattr(distributed, "init_distributed", init_distributed)
+    out = tmp_path / "run"
+    args = build_parser().parse_args(["eval", "--model", str(tmp_path), "--suite", "synthetic", "--data",
+                                      str(tmp_path), "--out", str(out), "--quantize", "int4", "--dtype", "bfloat16"])
+    with pytest.raises(Loaded):
+        args.func(args)
+    assert seen["quantize"] == "int4" and seen["dtype"] == torch.bfloat16 and seen["device"] == "cpu"
+    assert json.loads((out / "run.json").read_text())["quantize"] == "int4"

@@ -2,6 +2,7 @@
 
 auralm eval --model DIR --suite synthetic --data WORLD [--out DIR] [--batch-size N] [--limit N]
             [--style nl|tags|chatml] [--tasks a,b] [--max-new-tokens N] [--compare OTHER/report.json]
+            [--dtype float32|bfloat16|float16] [--quantize int8|int4]
             [--judge-url URL --judge-model NAME [--judge-api-key-env VAR]]
 auralm data import NAME SRC --out DIR
 
@@ -26,6 +27,8 @@ from auralm.eval.suites import SUITES, suite
 from auralm.eval.tasks import STYLES
 
 JUDGE_KEY_ENV = "AURALM_JUDGE_API_KEY"
+# auralm.model.quant.QuantSpec names, as `auralm chat` / `serve` list them (auralm.cli is a tier above eval).
+QUANTIZE_CHOICES = ["int8", "int4", "int4-g32", "int4-g128"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -48,7 +51,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", help="comma-separated task names to run (default: the whole suite)")
     p.add_argument("--max-new-tokens", type=int, help="override every task's generation budget")
     p.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: as stored)"
+        "--dtype", choices=["float32", "bfloat16", "float16"],
+        help="weights dtype (default: the folder's config torch_dtype; bfloat16 with --quantize)",
+    )
+    p.add_argument(
+        "--quantize", choices=QUANTIZE_CHOICES,
+        help="quantize the decoder's weights while loading: int8 per channel or int4 in groups (bfloat16 "
+             "activations); runs on the CPU, where torch's int8 / int4 kernels are, even where CUDA is available",
     )
     p.add_argument(
         "--compare", metavar="REPORT", help="another run's report.json to put side by side with this one"
@@ -136,16 +145,18 @@ def run_eval(args: argparse.Namespace) -> int:
 
     judge = _judge(args)  # a half-given judge fails here, before the long part
     # What decides the predictions; a rerun into the same folder must match it (checked before loading).
+    # (A key an earlier run.json lacks compares as None, so runs from before --quantize still resume.)
     identity = {"model": str(model_dir or "demo"), "suite": args.suite, "style": args.style, "dtype": args.dtype,
-                "max_new_tokens": args.max_new_tokens}  # fmt: skip
-    dist = init_distributed()
+                "quantize": args.quantize, "max_new_tokens": args.max_new_tokens}  # fmt: skip
+    dist = init_distributed("cpu" if args.quantize else "auto")  # quantized layers run on the CPU only
     try:
         if dist.is_main:
             check_run_identity(out, identity)
         barrier = torch.distributed.barrier if dist.distributed else None
         if barrier:
             barrier()
-        chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads)
+        chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads,
+                    quantize=args.quantize)
         chat.model.to(dist.device)
         predictor = ModelPredictor(chat, args.max_new_tokens)
         cfg = RunConfig(data, out, args.batch_size, args.limit, dist.rank, dist.world_size)
