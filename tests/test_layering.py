@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent / "auralm"
 # Bottom to top. A package (or root module) may import its own modules and any tier below its own; packages that
 # share a tier are independent of each other. `__init__` is the package root `auralm/__init__.py`.
 TIERS: list[tuple[str, ...]] = [
-    ("config", "version", "terminal"),  # dataclass configs, the version string, the bar's terminal: no auralm imports
+    ("config", "version", "terminal", "cpu"),  # configs, the version string, the bar's terminal, CPU features: no
+    # auralm imports
     ("audio", "text"),  # waveforms and features; tokens, templates, task formats
     ("model", "processor"),  # the nn.Modules; text + audio -> model inputs
     ("checkpoint", "data"),  # weight files <-> the model; manifests, datasets, collation (through the processor)

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
+from auralm.cpu import fast_bf16
 from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
 from auralm.demo.base import save_base
 from auralm.demo.ctc_align import AlignConfig, align_projector, spoken_utterances
@@ -135,8 +136,8 @@ def stage_configs(start: Path, run: Path, data: dict[str, Path], n_base_rows: in
         # ASR only, on every English clip whose words are known, before the multi-task stages: the LLM learns to
         # read the aligned audio while nothing else competes for the LoRA (measured: real-speech WER 99 -> 80 in
         # 300 steps from the CTC head, where 150 steps on the multi-task model made it worse, 99 -> 133).
-        "read": ["recipe=sft", f"data.train=[{{path: {data['read_train']}}}]", "data.tasks_as_chat=true",
-                 "parts.encoder=freeze", "parts.projector=train", *lora, f"data.dev=[{data['read_dev']}]",
+        "read": ["recipe=sft", f"data.train=[{{path: {data.get('read_train')}}}]", "data.tasks_as_chat=true",
+                 "parts.encoder=freeze", "parts.projector=train", *lora, f"data.dev=[{data.get('read_dev')}]",
                  "data.batch_size=8", "optim.lr=1e-3", "optim.warmup_steps=20", f"steps={steps(600)}"],
         "align": ["recipe=pretrain", train, "parts.encoder=freeze", "parts.projector=train", "parts.llm=freeze",
                   "data.batch_size=8", "optim.lr=2e-3", "optim.warmup_steps=20", f"steps={steps(120)}"],
@@ -148,7 +149,9 @@ def stage_configs(start: Path, run: Path, data: dict[str, Path], n_base_rows: in
                 "data.batch_size=8", "optim.lr=2e-4", "optim.warmup_steps=5", f"steps={steps(36)}"],
     }
     # No encoder cache here: these stages see each clip about once, and filling a cache encodes every clip.
-    common = ["bf16=true", f"data.dev=[{data['dev']}]", "data.dev_max_batches=4", "checkpoint.every=25",
+    # bf16 autocast where the CPU (or GPU) multiplies bfloat16 natively; emulated, a training step's backward
+    # pass was ~37x slower than float32 (auralm.cpu)
+    common = [f"bf16={'true' if fast_bf16() else 'false'}", f"data.dev=[{data['dev']}]", "data.dev_max_batches=4", "checkpoint.every=25",
               "checkpoint.keep_last=2", "log.eval_every=100", f"parts.new_token_rows_from={n_base_rows}"]
     stages = []
     for name in ("align", "read", "pretrain", "sft", "dpo"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from auralm.cpu import SLOW_BF16, fast_bf16
 from auralm.data.collate import Collator
 from auralm.data.dataset import TrainingDataset
 from auralm.data.sampler import BatchPlan, RankBatchSampler
@@ -81,6 +83,8 @@ class Trainer:
         self.position = Position()
         self.trainable = [p for p in unwrap(engine).parameters() if p.requires_grad]
         device = info.device.type
+        if cfg.bf16 and not fast_bf16(device) and info.is_main:
+            print(f"warning: bf16=true: {SLOW_BF16}; bf16=false trains faster here", file=sys.stderr, flush=True)
         self.autocast = (
             (lambda: torch.autocast(device, dtype=torch.bfloat16)) if cfg.bf16 else contextlib.nullcontext
         )

@@ -1,0 +1,21 @@
+"""What this CPU computes fast: bfloat16 matrix products need AVX512-BF16 or AMX.
+
+Without either (e.g. an AVX2-only AMD EPYC), PyTorch emulates bfloat16 matmuls: measured on such a 2-core machine,
+the backward pass of a 2-clip demo-model training step under bf16 autocast took 66.6 s against 1.8 s in float32 and the
+forward 5.9 s against 1.0 s (2026-12-06). Training recipes and users choosing a dtype check `fast_bf16` first.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def fast_bf16(device: str | torch.device = "cpu") -> bool:
+    """True where bfloat16 matmuls run natively: any CUDA device, or a CPU with AVX512-BF16 or AMX tiles."""
+    if torch.device(device).type != "cpu":
+        return True
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+SLOW_BF16 = ("this CPU has neither AVX512-BF16 nor AMX, so bfloat16 matmuls are emulated (measured: a training "
+             "step's forward 5.7x and backward 37x slower than in float32)")
