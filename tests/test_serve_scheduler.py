@@ -208,7 +208,8 @@ def test_a_failure_mid_stream_reaches_the_client_as_an_error_event(chat):
         real_forward = chat.model.forward
 
         def failing_decode(*args, **kwargs):
-            if kwargs["input_ids"].shape[1] == 1:
+            tokens = kwargs["input_ids"] if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]
+            if tokens.shape[1] == 1:  # a decode step, not the prefill
                 raise RuntimeError("simulated failure with internals /secret/path")
             return real_forward(*args, **kwargs)
 
