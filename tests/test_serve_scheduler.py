@@ -156,7 +156,8 @@ def test_one_failing_request_never_harms_the_others(chat):
 
         def flaky(*args, **kwargs):
             calls["n"] += 1
-            if kwargs["input_ids"].shape[1] == 1 and calls["n"] == 3:
+            tokens = kwargs["input_ids"] if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]
+            if tokens.shape[1] == 1 and calls["n"] == 3:
                 raise RuntimeError("simulated failure inside a decode step")
             return real_forward(*args, **kwargs)
 
