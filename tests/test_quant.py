@@ -253,6 +253,20 @@ def test_load_quantize_and_the_cli_quantize_command(tmp_path, capsys):
     assert "quantized:   int8" in capsys.readouterr().out
 
 
+class _Loaded(Exception):
+    """Raised by `_recording_load` once it has recorded its arguments."""
+
+
+def _recording_load(seen: dict):
+    """A stand-in for `auralm.infer.api.load` that records its keyword arguments in `seen`, then raises _Loaded."""
+
+    def fake_load(model_dir, **kwargs):
+        seen.update(kwargs)
+        raise _Loaded
+
+    return fake_load
+
+
 def test_serve_and_chat_pass_quantize_to_load(tmp_path, monkeypatch):
     """`auralm serve --quantize` and the model commands' `--quantize` reach `load(quantize=...)`."""
     pytest.importorskip("uvicorn")
@@ -260,20 +274,14 @@ def test_serve_and_chat_pass_quantize_to_load(tmp_path, monkeypatch):
     from auralm.infer import api
 
     seen: dict = {}
-
-    class Loaded(Exception):
-        pass
-
-    def fake_load(model_dir, **kwargs):
-        seen.update(kwargs)
-        raise Loaded
+    fake_load = _recording_load(seen)
 
     monkeypatch.setattr(api, "load", fake_load)
     for argv in (["serve", "--model", str(tmp_path), "--quantize", "int4"],
                  ["chat", "--model", str(tmp_path), "--quantize", "int4", "hi"]):
         args = build_parser().parse_args(argv)
         seen.clear()
-        with pytest.raises(Loaded):
+        with pytest.raises(_Loaded):
             args.func(args)
         assert seen["quantize"] == "int4"
 
@@ -286,13 +294,7 @@ def test_eval_passes_quantize_and_dtype_to_load_on_the_cpu(tmp_path, monkeypatch
     from auralm.train import distributed
 
     seen: dict = {}
-
-    class Loaded(Exception):
-        pass
-
-    def fake_load(model_dir, **kwargs):
-        seen.update(kwargs)
-        raise Loaded
+    fake_load = _recording_load(seen)
 
     real_init = distributed.init_distributed
 
@@ -305,7 +307,7 @@ def test_eval_passes_quantize_and_dtype_to_load_on_the_cpu(tmp_path, monkeypatch
     out = tmp_path / "run"
     args = build_parser().parse_args(["eval", "--model", str(tmp_path), "--suite", "synthetic", "--data",
                                       str(tmp_path), "--out", str(out), "--quantize", "int4", "--dtype", "bfloat16"])
-    with pytest.raises(Loaded):
+    with pytest.raises(_Loaded):
         args.func(args)
     assert seen["quantize"] == "int4" and seen["dtype"] == torch.bfloat16 and seen["device"] == "cpu"
     assert json.loads((out / "run.json").read_text())["quantize"] == "int4"

@@ -41,7 +41,7 @@ from torch.nn.utils.rnn import pad_sequence
 from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
 from auralm.data.feature_cache import EncoderCache, encode_clips, encoder_fingerprint
 from auralm.data.manifest import ManifestError, load_manifest
-from auralm.model.audiolm import Projector
+from auralm.model.audiolm import Projector, ctc_collapse
 from auralm.processor import Processor
 from auralm.synth.signals import EVENT_NAMES
 from auralm.train.optim import build_scheduler
@@ -165,7 +165,7 @@ def greedy_wer(head: CosineCTCHead, feats: list[torch.Tensor], utts: list[Uttera
         if u.language != language:
             continue
         best = head(f[None]).argmax(-1)[0].tolist()  # (T,)
-        ids = [vocab[c - 1] for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1])]
+        ids = [vocab[c - 1] for c in ctc_collapse(best)]
         refs.append(u.text)
         hyps.append(tokenizer.decode(ids))
     return 100.0 * wer(refs, hyps) if refs else float("nan")

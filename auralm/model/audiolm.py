@@ -28,6 +28,11 @@ class AudioLMOutput:
     hidden_states: torch.Tensor | None = None  # (B, T, D) final-norm hidden states when return_hidden=True
 
 
+def ctc_collapse(best: list[int]) -> list[int]:
+    """Best-path CTC decoding of per-frame class ids (0 = blank): repeats merged, blanks removed."""
+    return [c for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1])]
+
+
 def drop_frames(attention_mask: torch.Tensor | None, is_audio: torch.Tensor, kept: torch.Tensor | None
                 ) -> torch.Tensor | None:
     """attention_mask (B, T) (None: all ones) with the `<|AUDIO|>` positions (is_audio, bool (B, T)) whose frame is
@@ -96,7 +101,7 @@ class Projector(nn.Module):
     def best_path(self, x: torch.Tensor, embed: torch.Tensor) -> list[int]:
         """CTC head only: greedy (best-path) decoding of one clip's frames x (N, De): the LLM token ids it reads."""
         best = self.posteriors(x, embed)[0].argmax(-1).tolist()  # (N,)
-        return [self.ctc_rows[c - 1] for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1])]
+        return [self.ctc_rows[c - 1] for c in ctc_collapse(best)]
 
 
 class AudioLM(nn.Module):
@@ -125,14 +130,21 @@ class AudioLM(nn.Module):
         """
         return self.encode_audio_kept(input_features, frame_lengths)[0]
 
+    def _encoder_frames(self, input_features: torch.Tensor, frame_lengths: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder outputs (Na, A', De) and their valid counts (Na,) for (Na, M, F) log-mel windows."""
+        # Only frames up to L+1 can influence valid outputs (conv stem receptive field), so features padded to
+        # 30 s by another processor are cropped here: a 3 s clip never pays for 30 s of encoder work.
+        keep = min(input_features.shape[-1], int(frame_lengths.max()) + 2)
+        enc = self.audio_tower.conv1.weight
+        feats = input_features[..., :keep].to(device=enc.device, dtype=enc.dtype)
+        return self.audio_tower(feats, frame_lengths.to(enc.device))
+
     @torch.no_grad()
     def read_ctc(self, input_features: torch.Tensor, frame_lengths: torch.Tensor) -> list[int]:
         """CTC head only: the token ids the projector alone reads from one clip's windows (Nw, M, F) (greedy CTC):
         what the LLM is given to read, without the LLM."""
-        keep = min(input_features.shape[-1], int(frame_lengths.max()) + 2)
-        enc = self.audio_tower.conv1.weight
-        hidden, n_out = self.audio_tower(input_features[..., :keep].to(device=enc.device, dtype=enc.dtype),
-                                         frame_lengths.to(enc.device))  # (Nw, A', De), (Nw,)
+        hidden, n_out = self._encoder_frames(input_features, frame_lengths)  # (Nw, A', De), (Nw,)
         frames = torch.cat([h[:n] for h, n in zip(hidden, n_out.tolist())])  # (N, De)
         return self.multi_modal_projector.best_path(frames, self.language_model.model.embed_tokens.weight)
 
@@ -141,12 +153,7 @@ class AudioLM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """As `encode_audio`, plus the bool (sum N_i,) mask of the frames the LLM attends to (None: all of them;
         see `Projector.project`)."""
-        # Only frames up to L+1 can influence valid outputs (conv stem receptive field), so features padded to
-        # 30 s by another processor are cropped here: a 3 s clip never pays for 30 s of encoder work.
-        keep = min(input_features.shape[-1], int(frame_lengths.max()) + 2)
-        enc = self.audio_tower.conv1.weight
-        feats = input_features[..., :keep].to(device=enc.device, dtype=enc.dtype)
-        hidden, n_out = self.audio_tower(feats, frame_lengths.to(enc.device))  # (Na, A', De), (Na,)
+        hidden, n_out = self._encoder_frames(input_features, frame_lengths)  # (Na, A', De), (Na,)
         hidden, kept = self.multi_modal_projector.project(hidden, self.language_model.model.embed_tokens.weight)
         valid = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < n_out[:, None]  # (Na, A')
         return hidden[valid], (kept[valid] if kept is not None else None)  # (sum N_i, D), (sum N_i,)
