@@ -6,7 +6,8 @@ random mid-size checkpoint, same run, each side in its own process.
 A decode step at batch 1 reads every decoder weight once (and one row of the input embedding), so its time is
 bounded below by weight bytes / memory bandwidth. The table gives, per row: the bytes a step reads, the step time,
 tokens/s, the bandwidth that implies, and its share of this machine's read bandwidth (a large tensor sum, measured
-in the same run). The machine is shared: the load average is printed beside the figures.
+in the same run); and the prompt's prefill (compute-bound: where bfloat16 is emulated, `auralm bf16` takes these
+wide products in float32, `native products` shows what it would cost without). The machine is shared: the load average is printed beside the figures.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -29,7 +31,10 @@ SIDES = [  # (name, implementation, dtype, quantize)
     ("transformers bf16", "transformers", torch.bfloat16, None),
     ("auralm fp32", "auralm", torch.float32, None),
     ("auralm bf16", "auralm", torch.bfloat16, None),
+    # bfloat16 products as torch runs them, even where load() would take wide ones in float32 (auralm.model.cpu_bf16)
+    ("auralm bf16, native products", "auralm-native", torch.bfloat16, None),
     ("auralm int8", "auralm", torch.bfloat16, "int8"),
+    ("auralm int8, native products", "auralm-native", torch.bfloat16, "int8"),
     ("auralm int4 (g64)", "auralm", torch.bfloat16, "int4"),
     ("auralm int4 (g32)", "auralm", torch.bfloat16, "int4-g32"),
 ]
@@ -78,12 +83,31 @@ def run_side(index: int, folder: str, opts: dict, out: mp.Queue) -> None:
         nbytes = sum(p.numel() * p.element_size() for p in model.lm_head.parameters())
         nbytes += sum(p.numel() * p.element_size() for n, p in lm.named_parameters() if "embed_tokens" not in n)
     else:
-        from auralm.checkpoint.hf import load_audiolm
+        import auralm.checkpoint.hf
 
-        model = load_audiolm(folder, dtype=dtype, quantize=quantize)
+        if impl == "auralm-native":  # as on a CPU with AVX512-BF16 / AMX: no float32 products
+            auralm.checkpoint.hf.fast_bf16 = lambda device: True
+        model = auralm.checkpoint.hf.load_audiolm(folder, dtype=dtype, quantize=quantize)
         nbytes = step_bytes(model)
+        impl = "auralm"
     times = [decode_step_time(impl, model, inp, opts["decode_tokens"]) for _ in range(opts["repeats"] + 1)][1:]
-    out.put((name, {"step_s": statistics.median(times), "bytes": nbytes, "load": os.getloadavg()[0]}))
+    if impl == "transformers":  # the prompt's prefill (every weight times `prompt` rows), logits of the last row
+        def prefill_fn():
+            return model.lm_head(model.model.language_model(**inp).last_hidden_state[:, -1:])
+    else:
+        def prefill_fn():
+            return model(**inp, logits_to_keep=1)
+    with torch.no_grad():
+        prefill_fn()
+        prefill = [_timed(prefill_fn) for _ in range(opts["repeats"])]
+    out.put((name, {"step_s": statistics.median(times), "prefill_s": statistics.median(prefill), "bytes": nbytes,
+                    "load": os.getloadavg()[0]}))
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main() -> int:
@@ -117,13 +141,15 @@ def main() -> int:
     ref = results.get("transformers bf16")
     print(f"checkpoint: {args.layers} layers x {args.width}, vocab 32000, prompt {args.prompt} tokens, batch 1, "
           f"{args.threads} threads; read bandwidth {bw / 1e9:.1f} GB/s; load average {load_start:.1f} at start")
-    print("| side | MB read per step | ms per step | tokens/s | GB/s | share of read bandwidth | vs transformers bf16 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| side | MB read per step | ms per step | tokens/s | GB/s | share of read bandwidth | vs transformers bf16 "
+          f"| prefill {args.prompt} tokens s | prefill vs transformers bf16 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         gbs = r["bytes"] / r["step_s"] / 1e9
         ratio = f"{ref['step_s'] / r['step_s']:.2f}x" if ref else "-"
+        pre = f"{ref['prefill_s'] / r['prefill_s']:.2f}x" if ref else "-"
         print(f"| {name} | {r['bytes'] / 1e6:.0f} | {r['step_s'] * 1e3:.1f} | {1 / r['step_s']:.1f} | {gbs:.1f} | "
-              f"{gbs * 1e9 / bw:.0%} | {ratio} |")
+              f"{gbs * 1e9 / bw:.0%} | {ratio} | {r['prefill_s']:.2f} | {pre} |")
     return 0
 
 

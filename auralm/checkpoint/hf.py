@@ -18,7 +18,9 @@ from safetensors import safe_open
 
 from auralm.checkpoint.weights import assign_weights, atomic_write_text, write_shards
 from auralm.config import AudioLMConfig, ConfigError
+from auralm.cpu import fast_bf16
 from auralm.model.audiolm import AudioLM
+from auralm.model.cpu_bf16 import float32_products_
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -100,13 +102,13 @@ def load_audiolm(
     if is_qwen_v1_folder(folder):  # Qwen-Audio (v1): its own config names and key layout
         if quantize is not None:
             raise ValueError("quantize= is implemented for Qwen2-Audio folders, not Qwen-Audio (v1)")
-        return load_qwen_v1(folder, dtype=dtype, device=device)
+        return _cpu_products(load_qwen_v1(folder, dtype=dtype, device=device))
     if quantize is not None or folder_quantization(folder) is not None:
         if torch.device(device).type != "cpu":
             raise ValueError(f"quantized layers run on torch's CPU kernels; load on the CPU, not {device}")
         spec = QuantSpec.parse(quantize) if quantize is not None else None
         stem = QUANT_STEM if folder_quantization(folder) is not None else "model"
-        return load_quantized(folder, checkpoint_files(folder, stem), released_key, dtype, spec)
+        return _cpu_products(load_quantized(folder, checkpoint_files(folder, stem), released_key, dtype, spec))
     if dtype is None:
         dtype = config_dtype(folder)
     cfg = AudioLMConfig.from_pretrained(folder)
@@ -122,7 +124,16 @@ def load_audiolm(
                     raise ConfigError(f"{path.name} holds {key!r}, which the config's model does not have")
                 t = f.get_tensor(key)
                 state[name] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
-    return assign_weights(model, state, folder)
+    return _cpu_products(assign_weights(model, state, folder))
+
+
+def _cpu_products(model: AudioLM) -> AudioLM:
+    """A bfloat16 model on a CPU that emulates bfloat16 matrix products gets float32 products for its wide ones
+    (prefill, encoder, batched decode; `auralm.model.cpu_bf16`): same sums, up to 6x faster there."""
+    weight = next(model.parameters())
+    if weight.dtype == torch.bfloat16 and not fast_bf16(weight.device):
+        float32_products_(model)
+    return model
 
 
 def read_generation_defaults(folder: str | Path) -> dict:

@@ -31,6 +31,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from auralm.model.cpu_bf16 import chunked_linear_fp32, wide_input
+
 INT4_GROUP_SIZES = (32, 64, 128, 256)  # what torch's int4 CPU kernel accepts
 # torch 2.13's int8 CPU kernel reads the inputs in blocks of 16 and crashes (SIGSEGV, not an error) on any other K
 # once the batch has 4 rows or more; such layers stay in float.
@@ -217,6 +219,9 @@ class QuantLinear(nn.Module):
                 "scales_and_zeros", torch.empty((K // group_size, N, 2), dtype=dtype, device=device)
             )
         self.bias = nn.Parameter(torch.empty(N, dtype=dtype, device=device), requires_grad=False) if bias else None
+        # int8: wide bfloat16 inputs (a prefill) multiply the dequantized rows in float32 (`model.cpu_bf16`), set by
+        # `cpu_bf16.float32_products_` where the CPU emulates bfloat16
+        self.float32_products = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -289,11 +294,18 @@ class QuantLinear(nn.Module):
             return dequantize_int8(t["qweight"], t["scales"], t["zeros"])
         return dequantize_int4(unpack_int4(t["qweight"]), t["scales"], t["zeros"])
 
+    def _dequantize_rows(self, n0: int, n1: int, w32: torch.Tensor) -> None:
+        """int8 rows n0..n1 as float32 into w32 (n1 - n0, K): qweight * scales + zeros, as `dequantize_int8`."""
+        w32.copy_(self.qweight[n0:n1])
+        w32.mul_(self.scales[n0:n1, None].float()).add_(self.zeros[n0:n1, None])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., K) -> (..., N). The kernels take 2-D inputs in the scales' dtype."""
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).to(self.dtype)  # (M, K)
-        if self.bits == 8:
+        if self.bits == 8 and self.float32_products and wide_input(x2):
+            y = chunked_linear_fp32(x2, self.out_features, self._dequantize_rows, None)  # (M, N)
+        elif self.bits == 8:
             y = torch._weight_int8pack_mm(x2, self.qweight, self.scales)  # (M, N)
             # The zero points: sum_k x[m, k] * zeros[n], in float32 (one pass over x, one over the output).
             y = (y.float() + x2.float().sum(-1, keepdim=True) * self.zeros).to(y.dtype)
