@@ -75,6 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads per process for the model (default: the cores other processes leave idle, "
                         "at least 1; OMP_NUM_THREADS when set, as torchrun sets it)")
+    p.add_argument("--compile", action="store_true",
+                   help="decode through the compiled step (auralm.infer.compiled): about 2x faster decoding on a CPU "
+                        "after compiling for a minute or more at start; worth it for thousands of items")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_eval)
 
@@ -156,7 +159,8 @@ def run_eval(args: argparse.Namespace) -> int:
         if barrier:
             barrier()
         chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads,
-                    quantize=args.quantize)
+                    quantize=args.quantize, compile=args.compile,
+                    warm=lambda line: print(f"auralm: {line}", file=sys.stderr, flush=True))
         chat.model.to(dist.device)
         predictor = ModelPredictor(chat, args.max_new_tokens)
         cfg = RunConfig(data, out, args.batch_size, args.limit, dist.rank, dist.world_size)

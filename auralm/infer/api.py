@@ -201,13 +201,15 @@ class AudioChat:
 
 def load(
     model_dir: str | Path | None = None, dtype: torch.dtype | None = None, compile: bool = False,
-    threads: int | None = None, quantize: str | None = None,
+    threads: int | None = None, quantize: str | None = None, warm: Callable[[str], None] | None = None,
 ) -> AudioChat:
     """Load a model folder for chat, streaming and transcription; no folder = the default model a front end
     registered (`auralm.infer.registry`; `import auralm` registers the embedded demo model).
 
     `compile=True` runs decode steps through one compiled graph (`auralm.infer.compiled`): faster decoding after a
-    one-time compilation (tens of seconds per batch shape), worth it for long or many generations.
+    one-time compilation (a minute or more per graph on a CPU; two graphs: batch one and larger batches), worth it
+    for long or many generations. With `warm` both graphs compile now, each announced through `warm(line)`;
+    otherwise each compiles at its first use.
     `threads`: torch's CPU thread count, which is process-wide (default: `infer.threads.default_threads()`, the
     cores other processes leave idle, or OMP_NUM_THREADS when set).
     `dtype`: default the folder's config `torch_dtype`. `quantize`: "int8" or "int4" ("int4-g32", ...) quantizes
@@ -221,4 +223,9 @@ def load(
         from auralm.infer.compiled import compile_decode  # imports torch's inductor: only when asked for
 
         chat.step_fn = compile_decode(chat.model)
+        if warm is not None:
+            from auralm.infer.compiled import warm_up
+
+            warm("compiling the decode step (a minute or more on a CPU)")
+            warm_up(chat.step_fn, chat.model, log=warm)
     return chat

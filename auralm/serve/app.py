@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ from auralm.infer.sampling import GenerationConfig
 from auralm.infer.transcribe import Transcript
 from auralm.infer.transcript_formats import to_srt, to_verbose, to_vtt
 from auralm.serve.audio_input import AudioReader
+from auralm.serve.compiling import DecodeCompiler
 from auralm.serve.errors import ServeError, bad_request, too_large
 from auralm.serve.fetch import AudioFetcher, FetchPolicy
 from auralm.serve.health import check as check_health
@@ -72,6 +73,7 @@ class ServeContext:
     fetcher: AudioFetcher
     scheduler: Scheduler
     created: int  # the model card's creation time (Unix seconds)
+    compiler: DecodeCompiler  # the decode step's compile state (settings.compile)
 
     def admit_check(self) -> None:
         """Refuse before any work when the queue is full or the scheduler is down."""
@@ -97,20 +99,25 @@ class ServeContext:
         return {"id": self.settings.model_name, "object": "model", "created": self.created, "owned_by": "auralm"}
 
 
-def create_app(chat: AudioChat, settings: ServeSettings, fetcher: AudioFetcher | None = None) -> FastAPI:
-    """The server for one loaded model. `fetcher` replaces the one built from `settings` (tests pass hooks)."""
+def create_app(chat: AudioChat, settings: ServeSettings, fetcher: AudioFetcher | None = None,
+               announce: Callable[[str], None] | None = None) -> FastAPI:
+    """The server for one loaded model. `fetcher` replaces the one built from `settings` (tests pass hooks);
+    `announce` prints the compile progress (default: the auralm.serve logger at INFO)."""
     scheduler = Scheduler(chat.model, chat.processor.decode, settings.max_batch, settings.max_queue, chat.step_fn)
     fetcher = fetcher or AudioFetcher(FetchPolicy.from_settings(settings))
+    compiler = DecodeCompiler(chat, scheduler, settings.compile, announce or log.info)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         scheduler.start()
+        compiler.start()
         yield
         await run_in_threadpool(scheduler.close)
 
     app = FastAPI(title="auralm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.context = ServeContext(chat, settings, fetcher, scheduler, int(time.time()))  # what routes read
+    app.state.context = ServeContext(chat, settings, fetcher, scheduler, int(time.time()), compiler)  # what routes read
     app.state.scheduler = scheduler  # its stats, for whoever holds the app (tests, an embedding program)
+    app.state.compiler = compiler
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(ServeError, _serve_error)
@@ -171,7 +178,8 @@ async def health(request: Request, ctx: Context) -> JSONResponse:
         {"status": state.status, "reason": state.reason, "model": ctx.settings.model_name,
          "queued": scheduler.queued, "running": scheduler.running, "stalled_seconds": state.stalled_for,
          "open_fds": state.open_fds, "fd_limit": state.fd_limit,
-         "api_key_required": ctx.settings.api_key is not None, "stats": asdict(scheduler.stats)},
+         "api_key_required": ctx.settings.api_key is not None, "decode": ctx.compiler.status(),
+         "stats": asdict(scheduler.stats)},
         status_code=code,
     )
 

@@ -46,6 +46,9 @@ class ServeSettings:
     # /health says "out_of_file_descriptors" (503) when fewer than this many are free under RLIMIT_NOFILE: the
     # margin a balancer needs to take the server out of rotation before accept() fails for everyone.
     health_min_free_fds: int = 32
+    # The compiled decode step (`auralm.serve.compiling`): "auto" (where it pays), "on" or "off". The library's
+    # default is off; `auralm serve` defaults to auto.
+    compile: str = "off"
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_queue", "max_body_bytes", "max_audio_bytes", "max_audios",
@@ -54,6 +57,8 @@ class ServeSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if min(self.max_audio_seconds, self.max_transcribe_seconds, self.fetch_timeout) <= 0:
             raise ValueError("max_audio_seconds, max_transcribe_seconds and fetch_timeout must be > 0")
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"compile must be auto, on or off, got {self.compile!r}")
         if self.max_redirects < 0 or self.retry_after_seconds < 0 or self.health_min_free_fds < 0:
             raise ValueError("max_redirects, retry_after_seconds and health_min_free_fds must be >= 0")
         if not self.health_stall_seconds > 0:

@@ -1,0 +1,72 @@
+"""The compiled decode step for a running server: compiled in a background thread, swapped in when ready.
+
+`auralm serve` answers from its first second: requests decode eagerly while a thread compiles the decode step
+(`auralm.infer.compiled`, a minute or more on a CPU) and warms up its graphs; batches prefilled after that decode
+through the compiled graphs. A request keeps the path its batch started with. `GET /health` reports the state.
+
+Modes (`ServeSettings.compile`): "off" (eager), "on" (always compile), "auto" (compile where
+`compiled.compile_pays` says it pays: a float model on a CPU with memory to spare).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from auralm.infer.api import AudioChat
+from auralm.serve.scheduler import Scheduler
+
+MODES = ("auto", "on", "off")
+
+
+class DecodeCompiler:
+    """Compiles `chat.model`'s decode step off the request path and hands it to `scheduler` when it is ready."""
+
+    def __init__(self, chat: AudioChat, scheduler: Scheduler, mode: str, log: Callable[[str], None]):
+        if mode not in MODES:
+            raise ValueError(f"compile mode must be one of {MODES}, got {mode!r}")
+        self.chat, self.scheduler, self.mode, self.log = chat, scheduler, mode, log
+        self.state = "eager"  # "eager", "compiling", "compiled" or "failed"
+        self.reason = "compile is off" if mode == "off" else "not started"
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.mode == "off" or self._thread is not None:
+            return
+        if self.chat.step_fn is not None:  # the AudioChat was loaded with compile=True
+            self.scheduler.step_fn = self.chat.step_fn
+            self.state, self.reason = "compiled", "loaded compiled"
+            return
+        from auralm.infer.compiled import compile_pays  # imports torch's inductor: only when compiling is possible
+
+        pays, why = compile_pays(self.chat.model)
+        if self.mode == "auto" and not pays:
+            self.reason = f"eager decoding: {why}"
+            self.log(f"auralm: {self.reason} (--compile on forces compiling)")
+            return
+        self.state, self.reason = "compiling", why
+        self.log("auralm: compiling the decode step in the background; requests decode eagerly until it is ready")
+        self._thread = threading.Thread(target=self._run, name="auralm-compile", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        from auralm.infer.compiled import compile_decode, warm_up
+
+        try:
+            step = compile_decode(self.chat.model)
+            seconds = warm_up(step, self.chat.model, log=lambda line: self.log(f"auralm: {line}"))
+        except Exception as err:  # a failed compile leaves the server decoding eagerly, as it did so far
+            self.state, self.reason = "failed", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            self.log(f"auralm: compiling the decode step failed ({self.reason}); decoding stays eager")
+            return
+        self.chat.step_fn = step
+        self.scheduler.step_fn = step  # read by the scheduler thread at each new prefill
+        self.state, self.reason = "compiled", f"compiled in {seconds:.0f} s"
+        self.log(f"auralm: the decode step is compiled ({seconds:.0f} s); new requests decode through it")
+
+    def status(self) -> dict[str, str]:
+        return {"mode": self.mode, "state": self.state, "reason": self.reason}
