@@ -48,3 +48,20 @@ def test_compiled_equals_eager_for_a_padded_batch_whose_rows_stop_apart(setup):
     # Frozen weights are copies for the graph; the model's own weights are untouched.
     assert all(torch.equal(weights[k], v) for k, v in compiled.state_dict().items())
 
+
+
+@pytest.mark.slow
+def test_two_graphs_serve_every_batch_size_and_length(setup):
+    """Batch one has its graph, every larger batch shares the other, and the cache length (prompt + budget) is a
+    dynamic dimension: new lengths and batch sizes do not compile again."""
+    from torch._dynamo.utils import counters
+
+    folder, proc, texts = setup
+    model = AudioLM.from_pretrained(folder)
+    step = compile_decode(model)
+    before = counters["stats"]["unique_graphs"]
+    for rows, budget in ((1, 3), (2, 3), (1, 9), (3, 5), (2, 17), (1, 30)):
+        inputs = proc(text=texts[:rows], audio=CLIPS[:rows])
+        eager = generate(model, inputs, GenerationConfig(max_new_tokens=budget))
+        assert torch.equal(generate(model, inputs, GenerationConfig(max_new_tokens=budget), step_fn=step), eager)
+    assert counters["stats"]["unique_graphs"] - before == 2
