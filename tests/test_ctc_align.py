@@ -12,8 +12,8 @@ import torch
 from tiny_hf import build_hf_checkpoint, build_tokenizer
 
 from auralm import AudioLM
-from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
-from auralm.demo.ctc_align import SOUND, AlignConfig, align_projector, heard_text, spoken_utterances
+from auralm.data.feature_cache import EncoderCache, encode_clips, encoder_fingerprint
+from auralm.demo.ctc_align import SOUND, AlignConfig, UpperFrames, align_projector, heard_text, spoken_utterances
 from auralm.processor import Processor
 
 WORDS = ("is", "the", "into", "audio")
@@ -111,3 +111,36 @@ def test_alignment_learns_the_words_and_changes_only_the_projector(setup):
     frames = torch.cat([torch.cat(cache.load(u.audio)) for u in train_u])
     got = model.multi_modal_projector(frames).norm(dim=-1).mean()
     assert abs(float(got / target) - 1.0) < 0.15
+
+
+def test_the_encoders_top_blocks_train_after_the_projector_and_nothing_below_them(setup):
+    root, folder, train, dev = setup
+    torch.manual_seed(0)
+    model, processor = AudioLM.from_pretrained(folder), Processor.from_pretrained(folder)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for p in model.audio_tower.parameters():
+        p.requires_grad_(False)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    train_u, dev_u = spoken_utterances(train, processor.tokenizer), spoken_utterances(dev, processor.tokenizer)
+    cache = EncoderCache(root / "cache", encoder_fingerprint(model))
+    # The split encoder (states below the top block, then the block, pool and norm) gives the cached frames.
+    encode_clips(cache, processor, model, {u.audio: u.seconds for u in dev_u})
+    upper = UpperFrames(model, processor, dev_u, 1)
+    for i, u in enumerate(dev_u[:4]):
+        h, n = upper.batch([i])
+        torch.testing.assert_close(h[0, : int(n[0])], torch.cat(cache.load(u.audio)), atol=2e-2, rtol=1e-2)
+    logs: list[str] = []
+    cfg = AlignConfig(epochs=30, batch_size=8, lr=1e-2, encoder_layers=1, encoder_epochs=20, encoder_lr=1e-3,
+                      encoder_head_lr=1e-3)
+    metrics = align_projector(model, processor, train_u, dev_u, cache, cfg, log=logs.append)
+    assert len(metrics["epoch_losses"]) == 50
+    projector_phase, encoder_phase = metrics["epoch_losses"][29], metrics["epoch_losses"][-1]
+    assert encoder_phase < projector_phase, metrics["epoch_losses"]
+    assert any(line.startswith("encoder epoch 20/20") for line in logs)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    top = len(model.audio_tower.layers) - 1
+    assert {"multi_modal_projector.linear.weight", "audio_tower.layer_norm.weight"} <= changed
+    assert any(k.startswith(f"audio_tower.layers.{top}.") for k in changed)
+    assert all(k.startswith(("multi_modal_projector.", f"audio_tower.layers.{top}.", "audio_tower.layer_norm."))
+               for k in changed), changed
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags  # as they were

@@ -10,7 +10,10 @@ tokens). The encoder features are cached and the LLM is not run, so an epoch ove
 afterwards a spoken word arrives at the LLM looking like its written token, and the LLM-side stages start from a
 projector that already carries the words.
 
-The alignment only changes `multi_modal_projector.linear`: the result is an ordinary checkpoint. Its output is
+The alignment only changes `multi_modal_projector.linear` (and, with `encoder_layers`, the encoder's top blocks and
+final norm, trained in extra epochs once the head reads: on the demo's world the top 2 of tiny.en's 4 blocks took
+the held-out voice from 40.3% to 32.7% greedy-CTC WER in one epoch, and the real recordings from 46.9% to 40.7%):
+the result is an ordinary checkpoint. Its output is
 rescaled so that projected speech frames have the mean norm of the LLM's embedding rows. With `keep_head` the
 projector keeps the whole head instead (`model.audiolm.Projector`'s CTC option): each frame reaches the LLM as its
 posterior's mix of the LLM's own rows, so the LLM reads token embeddings instead of learning a new direction.
@@ -38,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from auralm.audio.geometry import conv_output_lengths
 from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
 from auralm.data.feature_cache import EncoderCache, encode_clips, encoder_fingerprint
 from auralm.data.manifest import ManifestError, load_manifest
@@ -92,6 +96,15 @@ class AlignConfig:
     sounds: bool = False  # also align sound clips to the names of their sounds (see `heard_text`)
     keep_head: bool = False  # the projector keeps the CTC head (`install_head`) instead of a rescaled linear layer
     drop_blank: bool = False  # with keep_head: the LLM attends only to non-blank frames (`projector_ctc_drop_blank`)
+    # After `epochs` on the frozen encoder's cached outputs: `encoder_epochs` more in which its top
+    # `encoder_layers` blocks (and final norm) train with the head, at `encoder_lr` and `encoder_head_lr` (50 warm-up
+    # steps, cosine decay). The states below those blocks are computed once and held in memory (float16; ~2.4 GB
+    # for 12,000 clips of tiny.en), and batches come from pools sorted by length (the blocks attend over padding).
+    # 0 layers: the encoder stays frozen.
+    encoder_layers: int = 0
+    encoder_epochs: int = 2
+    encoder_lr: float = 5e-5
+    encoder_head_lr: float = 3e-4
     seed: int = 0
 
 
@@ -143,28 +156,87 @@ class CosineCTCHead(nn.Module):
         return (self.log_scale.exp() * x @ classes.T).log_softmax(-1)  # (B, T, V + 1)
 
 
-def _features(cache: EncoderCache, utts: list[Utterance]) -> list[torch.Tensor]:
-    return [torch.cat(cache.load(u.audio)).float() for u in utts]  # each (N, De)
+class CachedFrames:
+    """The frozen encoder's frames of each clip, from the disk cache: what the head reads."""
+
+    def __init__(self, cache: EncoderCache, utts: list[Utterance]):
+        self.feats = [torch.cat(cache.load(u.audio)).float() for u in utts]  # each (N, De)
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def sizes(self) -> list[int]:
+        return [f.shape[0] for f in self.feats]
+
+    def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, De) padded frames and (B,) their counts."""
+        return (pad_sequence([self.feats[i] for i in idx], batch_first=True),
+                torch.tensor([self.feats[i].shape[0] for i in idx]))
 
 
-def _batches(n: int, size: int, rng: random.Random) -> list[list[int]]:
-    order = list(range(n))
+class UpperFrames:
+    """Frames from the encoder's top `k` blocks, run (and trained) on states below them computed once."""
+
+    def __init__(self, model, processor, utts: list[Utterance], k: int, max_windows: int = 16):
+        tower = model.audio_tower
+        self.tower, self.start = tower, len(tower.layers) - k
+        self.lower: list[torch.Tensor] = [torch.empty(0)] * len(utts)  # each (A, De) float16
+        self.mel = [0] * len(utts)  # mel frames of each clip
+        order = sorted(range(len(utts)), key=lambda i: utts[i].seconds)
+        with torch.no_grad():
+            for s in range(0, len(order), max_windows):
+                idx = order[s : s + max_windows]
+                feats, mask, _ = processor.features([processor.prepare_audio(utts[i].audio) for i in idx])
+                if feats.shape[0] != len(idx):
+                    raise ValueError("training the encoder needs clips of one 30 s window each; "
+                                     f"{[utts[i].audio for i in idx]} hold more")
+                lengths = mask.sum(-1)  # (B,)
+                x = tower.run_blocks(feats, lengths, stop=self.start)  # (B, A, De)
+                keep = conv_output_lengths(lengths)
+                for j, i in enumerate(idx):
+                    self.lower[i], self.mel[i] = x[j, : int(keep[j])].half(), int(lengths[j])
+
+    def __len__(self) -> int:
+        return len(self.lower)
+
+    def sizes(self) -> list[int]:
+        return self.mel
+
+    def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, De) padded frames and (B,) their counts, through the top blocks (with gradients when training)."""
+        h = pad_sequence([self.lower[i].float() for i in idx], batch_first=True)  # (B, A, De)
+        mel = torch.tensor([self.mel[i] for i in idx])
+        return self.tower.pool(self.tower.run_upper_blocks(h, mel, self.start), mel)
+
+
+def _batches(sizes: list[int], size: int, rng: random.Random, pool: int = 0) -> list[list[int]]:
+    """Shuffled batches; with `pool`, each batch is drawn from a pool of `pool` batches sorted by clip size (so
+    batches of similar lengths pad little), and the batches are shuffled."""
+    order = list(range(len(sizes)))
     rng.shuffle(order)
-    return [order[i : i + size] for i in range(0, n, size)]
+    if not pool:
+        return [order[i : i + size] for i in range(0, len(order), size)]
+    out = []
+    for g in range(0, len(order), size * pool):
+        group = sorted(order[g : g + size * pool], key=lambda i: sizes[i])
+        out += [group[j : j + size] for j in range(0, len(group), size)]
+    rng.shuffle(out)
+    return out
 
 
 @torch.no_grad()
-def greedy_wer(head: CosineCTCHead, feats: list[torch.Tensor], utts: list[Utterance], vocab: list[int],
+def greedy_wer(head: CosineCTCHead, frames: CachedFrames | UpperFrames, utts: list[Utterance], vocab: list[int],
                tokenizer, language: str = "en") -> float:
     """WER (%) of best-path CTC decoding of the clips in `language` (English speech by default, or SOUND for the
     sound names): how much of the words the projector alone carries."""
     from auralm.eval.metrics import wer  # needs the eval extra; only runs with a dev manifest
 
     refs, hyps = [], []
-    for f, u in zip(feats, utts):
+    for i, u in enumerate(utts):
         if u.language != language:
             continue
-        best = head(f[None]).argmax(-1)[0].tolist()  # (T,)
+        h, n = frames.batch([i])  # (1, N, De), (1,)
+        best = head(h[:, : int(n[0])]).argmax(-1)[0].tolist()  # (T,)
         ids = [vocab[c - 1] for c in ctc_collapse(best)]
         refs.append(u.text)
         hyps.append(tokenizer.decode(ids))
@@ -177,62 +249,84 @@ def _print(message: str) -> None:
 
 def align_projector(model, processor, train: list[Utterance], dev: list[Utterance], cache: EncoderCache,
                     cfg: AlignConfig, log: Callable[[str], None] = _print) -> dict:
-    """Train `model.multi_modal_projector.linear` in place by cosine CTC (see the module doc); returns metrics."""
-    seconds = {u.audio: u.seconds for u in train + dev}
+    """Train `model.multi_modal_projector.linear` in place by cosine CTC (see the module doc), then, with
+    `cfg.encoder_layers`, the encoder's top blocks with it; returns metrics."""
     t0 = time.time()
-    encode_clips(cache, processor, model, seconds, progress=True)
-    log(f"encoded {len(seconds)} clips in {time.time() - t0:.0f} s")
+    encode_clips(cache, processor, model, {u.audio: u.seconds for u in train + dev}, progress=True)
+    log(f"encoded {len(train) + len(dev)} clips in {time.time() - t0:.0f} s")
     vocab = sorted({t for u in train + dev for t in u.tokens})  # LLM token ids; class c is vocab[c - 1]
     index = {t: i + 1 for i, t in enumerate(vocab)}
     embed = model.language_model.model.embed_tokens.weight.detach()  # (V_llm, D)
     torch.manual_seed(cfg.seed)
     head = CosineCTCHead(model.multi_modal_projector.linear, embed[vocab], cfg.init_scale)
-    train_feats, dev_feats = _features(cache, train), _features(cache, dev)
     targets = [torch.tensor([index[t] for t in u.tokens]) for u in train]
     rng = random.Random(cfg.seed)
-    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = build_scheduler(opt, warmup_steps=0, total_steps=steps, min_ratio=0.1)
-    metrics: dict = {"clips": len(train), "vocab": len(vocab), "steps": steps, "epoch_losses": []}
+    metrics: dict = {"clips": len(train), "vocab": len(vocab), "epoch_losses": []}
+    train_frames, dev_frames = CachedFrames(cache, train), CachedFrames(cache, dev)
 
     def dev_wers(suffix: str) -> str:
         """Fill metrics["dev_wer" + suffix] (speech) and ["dev_sound_wer" + suffix] (sound names, if any)."""
         parts = []
         for key, language in (("dev_wer", "en"), ("dev_sound_wer", SOUND)):
             if any(u.language == language for u in dev):
-                metrics[key + suffix] = greedy_wer(head, dev_feats, dev, vocab, processor.tokenizer, language)
+                metrics[key + suffix] = greedy_wer(head, dev_frames, dev, vocab, processor.tokenizer, language)
                 parts.append(f"{key.replace('_', ' ')} {metrics[key + suffix]:.1f}%")
         return ", ".join(parts)
 
+    def run(epochs: int, groups: list[dict], warmup: int, pool: int, name: str) -> None:
+        """`epochs` passes of CTC over the train clips, optimising `groups` (cosine decay to 10%)."""
+        params = [p for g in groups for p in g["params"]]
+        steps = epochs * math.ceil(len(train) / cfg.batch_size)
+        opt = torch.optim.AdamW(groups, weight_decay=0.0)
+        sched = build_scheduler(opt, warmup_steps=warmup, total_steps=steps, min_ratio=0.1)
+        metrics["steps"] = metrics.get("steps", 0) + steps
+        for epoch in range(epochs):
+            total, count = 0.0, 0
+            for batch in _batches(train_frames.sizes(), cfg.batch_size, rng, pool):
+                h, lengths = train_frames.batch(batch)  # (B, T, De), (B,)
+                y = [targets[i] for i in batch]
+                logp = head(h).transpose(0, 1)  # (T, B, V + 1), the layout ctc_loss takes
+                loss = F.ctc_loss(logp, torch.cat(y), lengths, torch.tensor([len(t) for t in y]), blank=0,
+                                  reduction="mean", zero_infinity=True)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                total, count = total + loss.item(), count + 1
+            msg = f"{name} epoch {epoch + 1}/{epochs}: ctc loss {total / count:.3f}"
+            if dev:
+                msg += f", {dev_wers('')}"
+            log(msg)
+            metrics["epoch_losses"].append(total / count)
+
     if dev:
         log(f"before: {dev_wers('_before')}")
-    for epoch in range(cfg.epochs):
-        total, count = 0.0, 0
-        for batch in _batches(len(train), cfg.batch_size, rng):
-            h = pad_sequence([train_feats[i] for i in batch], batch_first=True)  # (B, T, De)
-            lengths = torch.tensor([train_feats[i].shape[0] for i in batch])  # (B,)
-            y = [targets[i] for i in batch]
-            logp = head(h).transpose(0, 1)  # (T, B, V + 1), the layout ctc_loss takes
-            loss = F.ctc_loss(logp, torch.cat(y), lengths, torch.tensor([len(t) for t in y]), blank=0,
-                              reduction="mean", zero_infinity=True)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total, count = total + loss.item(), count + 1
-        msg = f"epoch {epoch + 1}/{cfg.epochs}: ctc loss {total / count:.3f}"
-        if dev:
-            msg += f", {dev_wers('')}"
-        log(msg)
-        metrics["epoch_losses"].append(total / count)
+    run(cfg.epochs, [{"params": list(head.parameters()), "lr": cfg.lr}], 0, 0, "projector")
+    if cfg.encoder_layers and cfg.encoder_epochs:
+        t1 = time.time()
+        train_frames = UpperFrames(model, processor, train, cfg.encoder_layers)
+        dev_frames = UpperFrames(model, processor, dev, cfg.encoder_layers)
+        log(f"encoded {len(train) + len(dev)} clips below the top {cfg.encoder_layers} encoder blocks "
+            f"in {time.time() - t1:.0f} s")
+        tower = model.audio_tower
+        blocks = [p for block in tower.layers[-cfg.encoder_layers:] for p in block.parameters()]
+        blocks += list(tower.layer_norm.parameters())
+        trainable = [p.requires_grad for p in blocks]
+        for p in blocks:
+            p.requires_grad_(True)
+        run(cfg.encoder_epochs, [{"params": list(head.parameters()), "lr": cfg.encoder_head_lr},
+                                 {"params": blocks, "lr": cfg.encoder_lr}], 50, 50, "encoder")
+        for p, flag in zip(blocks, trainable):
+            p.requires_grad_(flag)
     metrics["seconds"] = round(time.time() - t0, 1)
     if cfg.keep_head:
         install_head(model, head, vocab, cfg.drop_blank)
         return metrics
     # Write back, scaled so that projected speech frames have the norm of an average embedding row.
     with torch.no_grad():
-        frames = torch.cat(train_feats[: min(len(train_feats), 500)])  # (N, De)
+        frames = torch.cat([h[0, : int(n[0])] for h, n in map(train_frames.batch, ([i] for i in range(
+            min(len(train_frames), 500))))])  # (sum N, De)
         norm = head.proj(frames).norm(dim=-1).mean()
         scale = embed[vocab].float().norm(dim=-1).mean() / norm
         linear = model.multi_modal_projector.linear

@@ -7,7 +7,8 @@
    LLM's knowledge).
 1. ctc: the projector alone learns, by CTC on cached encoder frames, to point spoken words at the LLM's own
    embedding rows of their tokens, and sounds at the rows of their names (`auralm.demo.ctc_align`); the later
-   stages move it 20x slower than the LoRA so that they keep that alignment.
+   stages move it 20x slower than the LoRA so that they keep that alignment. With --ctc-encoder-layers K the
+   encoder's top K blocks then train with the CTC head for 2 more epochs (the papers train the encoder).
    (align, the earlier recipe's first stage, `--stages align,pretrain,sft,dpo`: instead of ctc, only the projector
    and the new token rows learn by next-token pre-training.)
    With --ctc-head the projector keeps the CTC head: each frame reaches the LLM as its posterior's mix of the LLM's
@@ -98,10 +99,11 @@ def reading_manifest(manifest: Path, out: Path, tasks: tuple[str, ...] = READ_TA
 
 
 def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_head: bool = False,
-              drop_blank: bool = False) -> Path:
+              drop_blank: bool = False, encoder_layers: int = 0) -> Path:
     """Align the base model's projector by CTC (skipped once `run/ctc/final` exists); returns its folder. With
     `keep_head` the projector keeps the CTC head (frames reach the LLM as posterior mixes of its rows), and with
-    `drop_blank` the LLM attends only to its non-blank frames."""
+    `drop_blank` the LLM attends only to its non-blank frames. With `encoder_layers`, the encoder's top blocks then
+    train with the head (`AlignConfig.encoder_epochs`)."""
     final = run / "ctc" / "final"
     if (final / "config.json").is_file():
         return final
@@ -109,7 +111,7 @@ def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_h
     # Speech and sound clips (so that the aligned projector also names sounds); at scale 0.5, 12,000 of the 26,400
     # (encoding them ran at ~35 clips/s on this 2-core machine).
     cfg = AlignConfig(max_clips=max(200, round(24000 * scale)), epochs=5, sounds=True, keep_head=keep_head,
-                      drop_blank=drop_blank)
+                      drop_blank=drop_blank, encoder_layers=encoder_layers)
     train_utts = spoken_utterances(data["train"], processor.tokenizer, cfg.max_clips, cfg.seed, sounds=True)
     dev_utts = spoken_utterances(data["dev"], processor.tokenizer, sounds=True)
     dev_utts = random.Random(0).sample(dev_utts, min(len(dev_utts), 500))
@@ -181,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ctc-drop-blank", action="store_true",
                     help="with --ctc-head: the LLM attends only to frames whose most likely CTC class is not the blank "
                          "(CTC compression, auralm's option `projector_ctc_drop_blank`)")
+    ap.add_argument("--ctc-encoder-layers", type=int, default=0, metavar="K",
+                    help="after the ctc stage's projector epochs, train the encoder's top K blocks with its head "
+                         "(2 of tiny.en's 4: held-out voice 40.3%% -> 32.7%% greedy-CTC WER, real clips 46.9%% -> 40.7%%)")
     ap.add_argument("--no-pack", action="store_true")
     ap.add_argument("--no-llm-answers", action="store_true", help="leave out voice-chat questions that have no answer")
     args = ap.parse_args(argv)
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if "ctc" in wanted:
         print(f"[{time.time() - t0:6.0f}s] stage ctc", flush=True)
         start = ctc_stage(base, run, data, args.scale, keep_head=args.ctc_head or args.ctc_drop_blank,
-                          drop_blank=args.ctc_drop_blank)
+                          drop_blank=args.ctc_drop_blank, encoder_layers=args.ctc_encoder_layers)
     stages, common = stage_configs(start, run, data, n_base_rows, args.scale, [w for w in wanted if w != "ctc"],
                                    slow_projector="ctc" in wanted)
     adapters = []

@@ -70,8 +70,8 @@ class AudioEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.gradient_checkpointing = False
 
-    def run_blocks(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
-        """The conv stem and the Transformer blocks, before pooling.
+    def run_blocks(self, features: torch.Tensor, frame_lengths: torch.Tensor, stop: int | None = None) -> torch.Tensor:
+        """The conv stem and the Transformer blocks (the first `stop` of them; None: all), before pooling.
 
         features: (B, M, F) log-mel; frame_lengths: (B,) valid mel frames per clip. Returns (B, A, D) with
         A = (F - 1) // 2 + 1; rows past a clip's `conv_output_lengths` are padding and must be ignored.
@@ -89,19 +89,30 @@ class AudioEncoder(nn.Module):
         x = F.gelu(self.conv2(x))  # (B, D, A)
         A = x.shape[-1]
         x = x.transpose(1, 2) + self.embed_positions.weight[:A]  # (B, A, D)
+        return self.run_upper_blocks(x, frame_lengths, 0, stop)
+
+    def run_upper_blocks(self, x: torch.Tensor, frame_lengths: torch.Tensor, start: int,
+                         stop: int | None = None) -> torch.Tensor:
+        """Blocks start..stop (None: to the last) on (B, A, D) hidden states of clips with `frame_lengths` mel
+        frames: `run_blocks(f, n, stop=k)` then `run_upper_blocks(., n, k)` equals `run_blocks(f, n)` (a frozen
+        lower part can be computed once while the upper blocks train)."""
+        A = x.shape[1]
         valid = torch.arange(A, device=x.device)[None, :] < conv_output_lengths(frame_lengths.to(x.device))[:, None]
         # Padded frames are masked as keys only (as in the reference); their own rows are computed and discarded.
         mask = None if bool(valid.all()) else valid[:, None, None, :]  # (B, 1, 1, A)
-        for layer in self.layers:
+        for layer in self.layers[start:stop]:
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(layer, x, mask, use_reentrant=False)
             else:
                 x = layer(x, mask)
         return x
 
-    def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (B, M, F), frame_lengths (B,) -> embeddings (B, A // 2, D) and their valid counts (B,)."""
-        x = self.run_blocks(features, frame_lengths)  # (B, A, D)
+    def pool(self, x: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block outputs (B, A, D) -> embeddings (B, A // 2, D) and their valid counts (B,)."""
         # Pool pairs of frames (40 ms each), then normalise: Qwen2-Audio moves Whisper's final norm after the pool.
         x = F.avg_pool1d(x.transpose(1, 2), kernel_size=2, stride=2).transpose(1, 2)  # (B, A // 2, D)
         return self.layer_norm(x), num_audio_tokens(frame_lengths.to(x.device))
+
+    def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, M, F), frame_lengths (B,) -> embeddings (B, A // 2, D) and their valid counts (B,)."""
+        return self.pool(self.run_blocks(features, frame_lengths), frame_lengths)
