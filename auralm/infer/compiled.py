@@ -115,7 +115,7 @@ def compile_pays(model: nn.Module) -> tuple[bool, str]:
     if free is None or free < need:
         have = "unknown" if free is None else f"{free / 2**30:.1f} GiB"
         return False, f"needs {need / 2**30:.1f} GiB of free memory, {have} available"
-    return True, f"{need / 2**30:.1f} GiB of the {free / 2**30:.1f} GiB available"
+    return True, f"{need / 2**30:.1f} GiB ({MEMORY_FACTOR}x the decoder's bytes) fit in the {free / 2**30:.1f} GiB available"
 
 
 @torch.no_grad()
