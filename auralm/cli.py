@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from auralm.terminal import bar_shape
+from auralm.terminal import bar_shape, stderr_line
 from auralm.version import __version__
 
 # Commands that live with their subsystem: each module has add_parser(subparsers) and run(args) -> int.
@@ -77,10 +77,6 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     quantize_arg(p)
     threads_arg(p)
     compile_arg(p)
-
-
-def stderr_line(line: str) -> None:
-    print(f"auralm: {line}", file=sys.stderr, flush=True)
 
 
 def _load(args):

@@ -1,4 +1,4 @@
-"""The terminal a progress bar draws on (stderr), for the front ends' tqdm bars."""
+"""stderr for the front ends: the terminal a progress bar draws on, and their "auralm: ..." status lines."""
 
 from __future__ import annotations
 
@@ -14,3 +14,8 @@ def bar_shape() -> dict[str, int]:
     except (OSError, ValueError, AttributeError):  # not a terminal: the bar is off anyway
         columns, lines = 0, 0
     return {"ncols": columns or 80, "nrows": lines or 24}
+
+
+def stderr_line(line: str) -> None:
+    """A progress or status line of a front end on stderr, prefixed as every auralm message is."""
+    print(f"auralm: {line}", file=sys.stderr, flush=True)

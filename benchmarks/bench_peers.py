@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_infer import decode_step_time, read_bandwidth
-from bench_quant import step_bytes
+from bench_quant import step_bytes, step_cells
 
 PROMPT_TEXT = ("The lighthouse keeper climbed the spiral stairs each evening to light the lamp, and the ships "
                "that passed in the night never knew his name. ")
@@ -94,26 +93,24 @@ def llama_rows(ids: list[int], n_new: int, threads: int, cache: Path) -> dict[st
                 raise RuntimeError(f"llama.cpp could not quantize {source} to {name}")
             tmp.replace(out)
         files[name] = out
+    def last_logits(llm) -> np.ndarray:  # of the last evaluated token, the only one whose logits are computed
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(llm.n_vocab(),))
+
     rows = {}
     for name, path in files.items():
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(ids) + n_new + 8, n_batch=len(ids), n_threads=threads,
                               n_threads_batch=threads, verbose=False)
-        n_vocab = llm.n_vocab()
-
-        def last_logits() -> np.ndarray:  # the logits of the last evaluated token (the only one computed)
-            return np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(n_vocab,))
-
         best = []
         for _ in range(2):
             llm.reset()
             t0 = time.perf_counter()
             llm.eval(ids)
             prefill = time.perf_counter() - t0
-            token = int(np.argmax(last_logits()))
+            token = int(np.argmax(last_logits(llm)))
             stamps = []
             for _ in range(n_new - 1):
                 llm.eval([token])
-                token = int(np.argmax(last_logits()))
+                token = int(np.argmax(last_logits(llm)))
                 stamps.append(time.perf_counter())
             best.append(((stamps[-1] - stamps[0]) / (len(stamps) - 1), prefill))
         step, prefill = min(best)
@@ -128,8 +125,13 @@ def whisper_rows(threads: int) -> list[dict]:
     from faster_whisper import WhisperModel
 
     import auralm
-    from auralm.checkpoint.assets import (WHISPER_TINY_EN_CT2, WHISPER_TINY_EN_CT2_CONFIG,
-                                          WHISPER_TINY_EN_CT2_VOCABULARY, WHISPER_TINY_EN_TOKENIZER, fetch_all)
+    from auralm.checkpoint.assets import (
+        WHISPER_TINY_EN_CT2,
+        WHISPER_TINY_EN_CT2_CONFIG,
+        WHISPER_TINY_EN_CT2_VOCABULARY,
+        WHISPER_TINY_EN_TOKENIZER,
+        fetch_all,
+    )
     from auralm.eval.metrics import wer_details
     from auralm.eval.real_speech import CLIPS
 
@@ -193,10 +195,8 @@ def main() -> int:
               f"| vs llama.cpp Q8_0 | prefill {args.prompt} tokens s | note |")
         print("|---|---|---|---|---|---|---|---|---|")
         for name, r in rows.items():
-            gbs = r["bytes"] / r["step_s"] / 1e9
             ratio = f"{ref['step_s'] / r['step_s']:.2f}x" if ref else "-"
-            print(f"| {name} | {r['bytes'] / 1e6:.0f} | {r['step_s'] * 1e3:.1f} | {1 / r['step_s']:.1f} | {gbs:.1f} "
-                  f"| {gbs * 1e9 / bw:.0%} | {ratio} | {r['prefill_s']:.3f} | {r['note']} |")
+            print(f"| {name} | {step_cells(r, bw)} | {ratio} | {r['prefill_s']:.3f} | {r['note']} |")
     if "whisper" not in skip:
         try:
             rows = whisper_rows(args.threads)

@@ -69,6 +69,14 @@ def step_bytes(model) -> int:
     return total + emb.shape[1] * emb.element_size()
 
 
+def step_cells(r: dict, bandwidth: float) -> str:
+    """A decode row's table cells from its bytes per step and seconds per step: MB read | ms | tokens/s | GB/s |
+    share of the machine's read bandwidth."""
+    gbs = r["bytes"] / r["step_s"] / 1e9
+    return (f"{r['bytes'] / 1e6:.0f} | {r['step_s'] * 1e3:.1f} | {1 / r['step_s']:.1f} | {gbs:.1f} | "
+            f"{gbs * 1e9 / bandwidth:.0%}")
+
+
 def run_side(index: int, folder: str, opts: dict, out: mp.Queue) -> None:
     name, impl, dtype, quantize = SIDES[index]
     torch.set_num_threads(opts["threads"])
@@ -145,11 +153,9 @@ def main() -> int:
           f"| prefill {args.prompt} tokens s | prefill vs transformers bf16 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        gbs = r["bytes"] / r["step_s"] / 1e9
         ratio = f"{ref['step_s'] / r['step_s']:.2f}x" if ref else "-"
         pre = f"{ref['prefill_s'] / r['prefill_s']:.2f}x" if ref else "-"
-        print(f"| {name} | {r['bytes'] / 1e6:.0f} | {r['step_s'] * 1e3:.1f} | {1 / r['step_s']:.1f} | {gbs:.1f} | "
-              f"{gbs * 1e9 / bw:.0%} | {ratio} | {r['prefill_s']:.2f} | {pre} |")
+        print(f"| {name} | {step_cells(r, bw)} | {ratio} | {r['prefill_s']:.2f} | {pre} |")
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tiny_hf import build_hf_checkpoint, speechlike
 
 from auralm import AudioLM, Processor

@@ -13,7 +13,14 @@ from tiny_hf import build_hf_checkpoint, build_tokenizer
 
 from auralm import AudioLM
 from auralm.data.feature_cache import EncoderCache, encode_clips, encoder_fingerprint
-from auralm.demo.ctc_align import SOUND, AlignConfig, UpperFrames, align_projector, heard_text, spoken_utterances
+from auralm.demo.ctc_align import (
+    SOUND,
+    AlignConfig,
+    UpperFrames,
+    align_projector,
+    heard_text,
+    spoken_utterances,
+)
 from auralm.processor import Processor
 
 WORDS = ("is", "the", "into", "audio")

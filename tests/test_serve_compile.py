@@ -8,7 +8,7 @@ import httpx
 import pytest
 from serve_support import ServerThread, tiny_chat, user
 
-import auralm.infer.compiled as compiled
+from auralm.infer import compiled
 from auralm.serve.app import create_app
 from auralm.serve.compiling import DecodeCompiler
 from auralm.serve.scheduler import Scheduler

@@ -325,8 +325,8 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
         return metrics
     # Write back, scaled so that projected speech frames have the norm of an average embedding row.
     with torch.no_grad():
-        frames = torch.cat([h[0, : int(n[0])] for h, n in map(train_frames.batch, ([i] for i in range(
-            min(len(train_frames), 500))))])  # (sum N, De)
+        clips = [train_frames.batch([i]) for i in range(min(len(train_frames), 500))]  # each (1, N, De), (1,)
+        frames = torch.cat([h[0, : int(n[0])] for h, n in clips])  # (sum N, De)
         norm = head.proj(frames).norm(dim=-1).mean()
         scale = embed[vocab].float().norm(dim=-1).mean() / norm
         linear = model.multi_modal_projector.linear

@@ -25,6 +25,7 @@ from auralm.eval.importers import IMPORTERS, import_dataset
 from auralm.eval.runner import ModelPredictor, RunConfig, check_run_identity, evaluate
 from auralm.eval.suites import SUITES, suite
 from auralm.eval.tasks import STYLES
+from auralm.terminal import stderr_line
 
 JUDGE_KEY_ENV = "AURALM_JUDGE_API_KEY"
 # auralm.model.quant.QuantSpec names, as `auralm chat` / `serve` list them (auralm.cli is a tier above eval).
@@ -159,8 +160,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if barrier:
             barrier()
         chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads,
-                    quantize=args.quantize, compile=args.compile,
-                    warm=lambda line: print(f"auralm: {line}", file=sys.stderr, flush=True))
+                    quantize=args.quantize, compile=args.compile, warm=stderr_line)
         chat.model.to(dist.device)
         predictor = ModelPredictor(chat, args.max_new_tokens)
         cfg = RunConfig(data, out, args.batch_size, args.limit, dist.rank, dist.world_size)

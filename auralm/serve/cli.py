@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from auralm.serve.settings import MB, ServeSettings
+from auralm.terminal import stderr_line
 
 API_KEY_ENV = "AURALM_API_KEY"
 _DEFAULTS = ServeSettings()
@@ -101,6 +102,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"auralm: warning: serving on {args.host} without an API key; anyone who can reach it can use it",
               file=sys.stderr)
     print(f"auralm: serving {settings.model_name} on http://{args.host}:{args.port}/ (API at /v1)", file=sys.stderr)
-    uvicorn.run(create_app(chat, settings, announce=lambda line: print(line, file=sys.stderr, flush=True)), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=5)
+    uvicorn.run(create_app(chat, settings, announce=stderr_line), host=args.host, port=args.port,
+                log_level=args.log_level, timeout_graceful_shutdown=5)
     return 0

@@ -51,15 +51,17 @@ class DecodeCompiler:
             self.scheduler.step_fn = self.chat.step_fn
             self.state, self.reason = "compiled", "loaded compiled"
             return
-        from auralm.infer.compiled import compile_pays  # imports torch's inductor: only when compiling is possible
+        from auralm.infer.compiled import (
+            compile_pays,  # imports torch's inductor: only when compiling is possible
+        )
 
         pays, why = compile_pays(self.chat.model)
         if self.mode == "auto" and not pays:
             self.reason = f"eager decoding: {why}"
-            self.log(f"auralm: {self.reason} (--compile on forces compiling)")
+            self.log(f"{self.reason} (--compile on forces compiling)")
             return
         self.state, self.reason = "compiling", why
-        self.log("auralm: compiling the decode step in the background; requests decode eagerly until it is ready")
+        self.log("compiling the decode step in the background; requests decode eagerly until it is ready")
         self._thread = threading.Thread(target=self._run, name="auralm-compile", daemon=True)
         self._thread.start()
 
@@ -78,17 +80,17 @@ class DecodeCompiler:
         sys.setswitchinterval(COMPILE_SWITCH_INTERVAL)
         try:
             step = compile_decode(self.chat.model)
-            seconds = warm_up(step, self.chat.model, log=lambda line: self.log(f"auralm: {line}"))
+            seconds = warm_up(step, self.chat.model, log=self.log)
         except Exception as err:  # a failed compile leaves the server decoding eagerly, as it did so far
             self.state, self.reason = "failed", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            self.log(f"auralm: compiling the decode step failed ({self.reason}); decoding stays eager")
+            self.log(f"compiling the decode step failed ({self.reason}); decoding stays eager")
             return
         finally:
             sys.setswitchinterval(interval)
         self.chat.step_fn = step
         self.scheduler.step_fn = step  # read by the scheduler thread at each new prefill
         self.state, self.reason = "compiled", f"compiled in {seconds:.0f} s"
-        self.log(f"auralm: the decode step is compiled ({seconds:.0f} s); new requests decode through it")
+        self.log(f"the decode step is compiled ({seconds:.0f} s); new requests decode through it")
 
     def status(self) -> dict[str, str]:
         return {"mode": self.mode, "state": self.state, "reason": self.reason}
