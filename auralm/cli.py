@@ -301,15 +301,43 @@ def cmd_quantize(args) -> int:
     if out == src:
         raise ValueError("--out must be another folder than --model (the float weights are read while writing)")
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    model = load_audiolm(src, dtype=dtype, quantize=args.quantize)  # layer by layer: the float model is never whole
+    if args.calibration:
+        model = _gptq_model(src, args, dtype or torch.bfloat16)
+    else:
+        model = load_audiolm(src, dtype=dtype, quantize=args.quantize)  # layer by layer: the float model is never whole
     out.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():  # tokenizer, processor, chat template, generation config, auralm.json
         if f.is_file() and f.name != "config.json" and not f.name.startswith("model") and f.suffix != ".safetensors":
             shutil.copy2(f, out / f.name)
     save_audiolm(model, out)
     size = sum(f.stat().st_size for f in out.glob("quantized*.safetensors"))
-    print(f"wrote {out} ({args.quantize}, {size / 1e9:.2f} GB of weights); load it with --model {out}")
+    how = "GPTQ rounding" if args.calibration else "rounded to nearest"
+    print(f"wrote {out} ({args.quantize}, {how}, {size / 1e9:.2f} GB of weights); load it with --model {out}")
     return 0
+
+
+def _gptq_model(src: Path, args, dtype):
+    """The float model of `src`, whole, quantized with GPTQ rounding on rows of the --calibration manifest."""
+    import time
+
+    from auralm.checkpoint.hf import load_audiolm
+    from auralm.data.calibration import calibration_batches
+    from auralm.model.gptq import gptq_quantize_
+    from auralm.model.quant import QuantSpec
+    from auralm.processor import Processor
+
+    if not Path(args.calibration).is_file():
+        raise FileNotFoundError(f"--calibration {args.calibration}: no such manifest")
+    model = load_audiolm(src)  # its own dtype: the activations the layers are calibrated on
+    batches = calibration_batches(args.calibration, Processor.from_pretrained(src), args.calibration_rows)
+    t0 = time.time()
+
+    def progress(done: int, total: int) -> None:
+        stderr_line(f"GPTQ: decoder layer {done}/{total} ({time.time() - t0:.0f} s)")
+
+    stderr_line(f"GPTQ: calibrating on {len(batches)} rows of {args.calibration}")
+    gptq_quantize_(model, QuantSpec.parse(args.quantize), batches, dtype, progress=progress)
+    return model
 
 
 # ---- wiring -------------------------------------------------------------------------------------------------
@@ -346,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", required=True, help="the folder to write")
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="int8", help="int8 (default) or int4 groups")
     p.add_argument("--dtype", choices=["bfloat16", "float32"], help="activations' dtype (default bfloat16)")
+    p.add_argument("--calibration", metavar="MANIFEST",
+                   help="GPTQ rounding: choose the codes that keep each layer's outputs on these rows (a training "
+                        "manifest: task records, conversations) instead of rounding each weight to its nearest code; "
+                        "the float model is loaded whole for it")
+    p.add_argument("--calibration-rows", type=int, default=64, metavar="N", help="rows of the manifest used (default 64)")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("info", help="print a model folder's config, parameter count and dtype")

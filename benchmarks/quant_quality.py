@@ -1,12 +1,13 @@
 """Quality of int8 / int4 weights on a real model: the embedded demo model (or --model DIR) on its example clips.
 
-    python benchmarks/quant_quality.py [--model DIR] [--max-new-tokens 24]
+    python benchmarks/quant_quality.py [--model DIR] [--max-new-tokens 24] [--calibration MANIFEST]
 
 For each example clip of auralm/demo/examples, the bfloat16 model's greedy answer (transcript for the speech
 examples) is decoded; then every variant is teacher-forced on that answer and its per-token KL(bf16 || variant) is
 taken over the answer's tokens (the positions that choose them). Also whether each variant's own greedy answer
 equals bfloat16's (per clip on stderr: * = differs). float32 is a variant too: its KL is the size of bfloat16's own
-rounding on this model.
+rounding on this model. With --calibration, int8 and int4-g64 with GPTQ rounding (`auralm quantize --calibration`,
+calibrated on that manifest's rows, which must not be the example clips) are variants too.
 """
 
 from __future__ import annotations
@@ -29,10 +30,36 @@ def token_kl(ref: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return (p.exp() * (p - q)).sum(-1)
 
 
+def gptq_variants(model: str | None, manifest: str, rows: int) -> dict:
+    """int8 and int4-g64 with GPTQ rounding, each calibrated on `rows` rows of `manifest`."""
+    import time
+
+    import auralm
+    from auralm.cpu import fast_bf16
+    from auralm.data.calibration import calibration_batches
+    from auralm.model.cpu_bf16 import float32_products_
+    from auralm.model.gptq import gptq_quantize_
+    from auralm.model.quant import QuantSpec
+
+    out = {}
+    for name in ("int8", "int4"):
+        chat = auralm.load(model, dtype=torch.float32)
+        t0 = time.time()
+        batches = calibration_batches(manifest, chat.processor, rows)
+        gptq_quantize_(chat.model, QuantSpec.parse(name), batches, torch.bfloat16)
+        if not fast_bf16():
+            float32_products_(chat.model)  # as `load` does for a bfloat16 model on such a CPU
+        print(f"{name}-gptq: {len(batches)} calibration rows, {time.time() - t0:.0f} s", file=sys.stderr)
+        out[f"{name}-gptq"] = chat
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="model folder (default: the embedded demo model)")
     ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--calibration", metavar="MANIFEST", help="also GPTQ-rounded int8 / int4 calibrated on its rows")
+    ap.add_argument("--calibration-rows", type=int, default=64)
     args = ap.parse_args()
 
     import auralm
@@ -42,6 +69,8 @@ def main() -> int:
 
     ref = auralm.load(args.model, dtype=torch.bfloat16)
     chats = {name: auralm.load(args.model, dtype=dtype, quantize=q) for name, dtype, q in VARIANTS}
+    if args.calibration:
+        chats.update(gptq_variants(args.model, args.calibration, args.calibration_rows))
     examples = json.loads((EXAMPLES / "examples.json").read_text())
     kls: dict[str, list[torch.Tensor]] = {name: [] for name in chats}
     same: dict[str, int] = dict.fromkeys(chats, 0)

@@ -59,7 +59,7 @@ def quantization_config(model: AudioLM) -> dict | None:
     groups = sorted({m.group_size for m in layers if m.bits == 4})
     return {
         "quant_method": QUANT_METHOD, "bits": body[0].bits, "group_size": groups[0] if groups else None,
-        "head_bits": head.bits if isinstance(head, QuantLinear) else None,
+        "head_bits": head.bits if isinstance(head, QuantLinear) else None, "rounding": body[0].rounding,
         "note": "int8/int4 weight-only (auralm.model.quant); loads in auralm, not in transformers",
     }
 
@@ -114,6 +114,7 @@ def load_quantized(
         layers = {n.removesuffix(".qweight"): 8 if d == "I8" else 4 for n, (_, _, d) in index.items()
                   if n.endswith(".qweight")}
         group = stored.group_size
+        rounding = json.loads((Path(folder) / "config.json").read_text())["quantization_config"].get("rounding")
     else:
         layers = quantized_layers(model, quantize)
         group = quantize.group_size
@@ -142,6 +143,7 @@ def load_quantized(
                 parts[owner][leaf] = t.clone()
                 if set(_QUANT_LEAVES) <= parts[owner].keys():
                     mod.load_folder_tensors(parts.pop(owner))
+                    mod.rounding = rounding or "nearest"
                     filled.add(owner)
             else:
                 raise ConfigError(f"{path.name} holds {key!r}, which does not fit the quantized layer {owner}")

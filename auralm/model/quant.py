@@ -222,6 +222,7 @@ class QuantLinear(nn.Module):
         # int8: wide bfloat16 inputs (a prefill) multiply the dequantized rows in float32 (`model.cpu_bf16`), set by
         # `cpu_bf16.float32_products_` where the CPU emulates bfloat16
         self.float32_products = False
+        self.rounding = "nearest"  # how the codes were chosen: "nearest", or "gptq" (`model.gptq`); recorded in folders
 
     @property
     def dtype(self) -> torch.dtype:
