@@ -152,8 +152,9 @@ def cmd_transcribe(args) -> int:
             bar.refresh()  # also at 0 done: the total shows before the first window's wait
 
         # The wave is decoded under --max-audio-seconds already; the processor's own limit must not apply again.
+        search = {k: v for k, v in (("num_beams", args.beams), ("ctc_weight", args.ctc_weight)) if v is not None}
         result = chat.transcribe_wave(wave, language=args.language, timestamps=args.word_timestamps,
-                                      progress=progress)
+                                      progress=progress, **search)
         bar.close()
         text = format_transcript(result, args.format)
         if args.output_dir:
@@ -358,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="write FILE.<format> there instead of printing")
     p.add_argument("--max-audio-seconds", type=float, metavar="S",
                    help=f"refuse longer audio (default: the library's limit, {LIBRARY_MAX_MINUTES:g} min)")
+    p.add_argument("--beams", type=int, metavar="N",
+                   help="beam search with N beams (default: the folder's auralm.json asr_num_beams, else 1 = greedy)")
+    p.add_argument("--ctc-weight", type=float, metavar="W",
+                   help="models with a CTC head: weight of its prefix scores against the LLM's, 0-1 (default: the "
+                        "folder's asr_ctc_weight, else 0; the demo model: 0.5 with 4 beams)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_transcribe)
 

@@ -380,7 +380,10 @@ class ModelPredictor:
     def __call__(self, task: Task, items: list[Item]) -> list[str]:
         audios = [path for it in items for path in it.record.get("audios", [])]
         inputs = self.chat.processor(text=[it.prompt for it in items], audio=audios or None)
-        cfg = self.chat.config(max_new_tokens=self.max_new_tokens or task.max_new_tokens, **self.generation)
+        generation = self.generation
+        if task.scorer == "wer" and not task.keep_special_tokens:  # a transcript: decoded as `transcribe` decodes
+            generation = {**self.chat.asr_decoding(generation), **generation}
+        cfg = self.chat.config(max_new_tokens=self.max_new_tokens or task.max_new_tokens, **generation)
         inputs = inputs.to(self.chat.model.device)
         return self.chat.generate_texts(inputs, cfg, skip_special_tokens=not task.keep_special_tokens)
 

@@ -120,6 +120,19 @@ class AudioChat:
             audios += [self.processor.prepare_audio(audio_source(item)) for item in audio_items(conv)]
         return self.processor(text=texts, audio=audios or None)
 
+    def asr_decoding(self, generation: dict[str, Any] | None = None) -> dict[str, Any]:
+        """How the folder asks to decode transcripts (auralm.json `asr_num_beams`, `asr_ctc_weight`; the demo model's
+        recipe writes them: beams with joint CTC scores, `infer.beam`), unless `generation` samples or sets its own
+        beams or CTC weight. Not for word timestamps: their time tokens are not in a CTC head's rows."""
+        generation = generation or {}
+        if generation.get("do_sample") or {"num_beams", "ctc_weight"} & generation.keys():
+            return {}
+        out = {"num_beams": int(self.options.get("asr_num_beams", 1)),
+               "ctc_weight": float(self.options.get("asr_ctc_weight", 0.0))}
+        if out["ctc_weight"] > 0 and not getattr(self.model.multi_modal_projector, "ctc_rows", None):
+            out["ctc_weight"] = 0.0  # a folder whose head was removed (or a v1 model): the LLM alone
+        return {k: v for k, v in out.items() if v != vars(self.defaults)[k]}
+
     def config(self, **overrides: Any) -> GenerationConfig:
         if "max_tokens" in overrides:
             overrides["max_new_tokens"] = overrides.pop("max_tokens")
@@ -174,7 +187,7 @@ class AudioChat:
         max_new_tokens, cap)` new tokens. `result.language`: `language`, else the tag the model's answers start with
         most often (Qwen2-Audio answers "<|en|>..." when asked to detect), else None."""
         decode = decode or self.generate_texts
-        cfg = self.config(**generation)
+        cfg = self.config(**({} if timestamps else self.asr_decoding(generation)), **generation)
         explicit = generation.get("max_new_tokens", generation.get("max_tokens"))
         prompt = asr_prompt(language, timestamps, self.options)
         # What a timestamps prompt forces of the answer (v1 ends it with "<|0.00|>"), put back before parsing.

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from auralm.audio.geometry import num_audio_tokens
 from auralm.infer.sampling import GenerationConfig, choose, process_logits
 from auralm.model.kv_cache import KVCache, merge_right_aligned
 
@@ -67,6 +68,30 @@ def stack_inputs(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
         F = max(p["input_features"].shape[-1] for p in with_audio)
         out["input_features"] = torch.cat([pad(p["input_features"], F) for p in with_audio])
         out["feature_attention_mask"] = torch.cat([pad(p["feature_attention_mask"], F) for p in with_audio])
+    return out
+
+
+def split_inputs(inputs: dict[str, torch.Tensor], audio_token_id: int) -> list[dict[str, torch.Tensor]]:
+    """Inverse of `stack_inputs`: one processor output per row, each with the feature windows of its own audio
+    (windows are in row order; a row owns as many as its `<|AUDIO|>` positions take)."""
+    B = inputs["input_ids"].shape[0]
+    feats = inputs.get("input_features")
+    if feats is None:
+        return [{k: v[i:i + 1] for k, v in inputs.items()} for i in range(B)]
+    per_window = num_audio_tokens(inputs["feature_attention_mask"].sum(-1)).tolist()  # (Nw,)
+    out, w = [], 0
+    for i in range(B):
+        row = {"input_ids": inputs["input_ids"][i:i + 1], "attention_mask": inputs["attention_mask"][i:i + 1]}
+        need, first = int((row["input_ids"] == audio_token_id).sum()), w
+        while need > 0:
+            need -= per_window[w]
+            w += 1
+        if need != 0:
+            raise ValueError(f"row {i}: its audio positions do not match its feature windows")
+        if w > first:
+            row["input_features"] = feats[first:w]
+            row["feature_attention_mask"] = inputs["feature_attention_mask"][first:w]
+        out.append(row)
     return out
 
 

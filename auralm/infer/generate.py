@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from auralm.infer.engine import DecodeBatch, DecodeStep, left_align
+from auralm.infer.beam import beam_search
+from auralm.infer.engine import DecodeBatch, DecodeStep, left_align, split_inputs
 from auralm.infer.sampling import GenerationConfig
 
 
@@ -22,8 +23,16 @@ def stream_tokens(
 ) -> Iterator[list[tuple[int, int]]]:
     """Prefill the prompts (processor outputs, B rows), then yield step by step the (row index, new token) pairs of
     the rows still running; a row's last pair carries the token that finished it (stop id kept). Steps run
-    `step_fn` (a compiled decode step, `auralm.infer.compiled`) when one is given; every function below passes it."""
+    `step_fn` (a compiled decode step, `auralm.infer.compiled`) when one is given; every function below passes it.
+    A config that `searches` (beams, CTC joint scores: `infer.beam`) decodes each row alone, eagerly, and yields its
+    answer once it is decided."""
     B = inputs["input_ids"].shape[0]
+    if config.searches:  # beams / CTC joint scores: each row searched alone, its answer yielded whole
+        rows = split_inputs(inputs, model.cfg.audio_token_id)
+        answers = [beam_search(model, row, config) for row in rows]
+        for n in range(max(len(a) for a in answers)):
+            yield [(i, a[n]) for i, a in enumerate(answers) if n < len(a)]
+        return
     batch = DecodeBatch.prefill(model, inputs, [config] * B, step_fn=step_fn)
     while True:
         for r in batch.rows:

@@ -36,6 +36,8 @@ class GenerationConfig:
     repetition_penalty: float = 1.0  # > 1 discourages tokens already in the sequence (prompt included)
     stop_token_ids: tuple[int, ...] = field(default_factory=tuple)  # any of these ends a row (and is kept)
     seed: int | None = None  # seeds the sampler of this request for reproducible draws
+    num_beams: int = 1  # > 1: beam search (`infer.beam`; greedy only, answers come whole, not token by token)
+    ctc_weight: float = 0.0  # > 0: joint CTC / LLM scores for models with a CTC head (`infer.ctc_prefix`), in beams
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -50,12 +52,25 @@ class GenerationConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
+        if self.do_sample and self.searches:
+            raise ValueError("beam search and CTC joint decoding are greedy: use do_sample=False with num_beams > 1 "
+                             "or ctc_weight > 0")
         if self.seed is not None and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
             raise ValueError(f"seed must be a 64-bit integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {self.seed}")
 
     @property
     def is_plain_greedy(self) -> bool:
         return not self.do_sample and self.repetition_penalty == 1.0
+
+    @property
+    def searches(self) -> bool:
+        """Whether answers come from `infer.beam.beam_search` (beams or CTC joint scores) instead of the engine's
+        token-by-token choice."""
+        return self.num_beams > 1 or self.ctc_weight > 0
 
 
 def process_logits(

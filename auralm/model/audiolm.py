@@ -148,6 +148,16 @@ class AudioLM(nn.Module):
         frames = torch.cat([h[:n] for h, n in zip(hidden, n_out.tolist())])  # (N, De)
         return self.multi_modal_projector.best_path(frames, self.language_model.model.embed_tokens.weight)
 
+    @torch.no_grad()
+    def ctc_log_posteriors(self, input_features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """CTC head only: log-posteriors (N, K+1) float32 of the head's classes (0 the blank, k the token
+        `ctc_rows[k - 1]`) over the valid frames of these windows (Nw, M, F), in order (joint decoding,
+        `infer.ctc_prefix`)."""
+        hidden, n_out = self._encoder_frames(input_features, frame_lengths)  # (Nw, A', De), (Nw,)
+        frames = torch.cat([h[:n] for h, n in zip(hidden, n_out.tolist())])  # (N, De)
+        p, _ = self.multi_modal_projector.posteriors(frames, self.language_model.model.embed_tokens.weight)
+        return p.clamp_min(torch.finfo(torch.float32).tiny).log()  # (N, K+1)
+
     def encode_audio_kept(
         self, input_features: torch.Tensor, frame_lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from auralm.infer.beam import beam_search
 from auralm.infer.engine import DecodeBatch, DecodeStep, Row, finish_reason, stack_inputs
 from auralm.infer.generate import TextDeltas
 from auralm.infer.sampling import GenerationConfig
@@ -256,9 +257,16 @@ class Scheduler:
         return batch
 
     def _prefill(self, jobs: list[Job]) -> DecodeBatch | None:
-        """One prefill for all the jobs; when it fails, each job alone, so only the job at fault fails."""
+        """One prefill for all the jobs; when it fails, each job alone, so only the job at fault fails. Jobs whose
+        config searches (beams, CTC joint scores) are decoded whole here, between two steps of the others."""
         for job in jobs:
             job.start(self.decode)
+        searching = [j for j in jobs if j.config.searches]
+        for job in searching:
+            self._search(job)
+        jobs = [j for j in jobs if not j.config.searches]
+        if not jobs:
+            return None
         if len(jobs) > 1:
             try:
                 part = DecodeBatch.prefill(
@@ -284,6 +292,34 @@ class Scheduler:
             self.stats.generated_tokens += 1
             fresh = self._join(fresh, part)
         return fresh
+
+    def _search(self, job: Job) -> None:
+        """Decode one searching job whole (`infer.beam.beam_search`) and hand it its answer."""
+        self._beat = time.monotonic()
+        try:
+            tokens = beam_search(self.model, job.inputs, job.config)
+        except Exception:
+            log.exception("beam search failed")
+            self._fail_job(job, ServeError(500, "the model failed on this request", "model_error"))
+            return
+        row = Row(job.config, [], tag=job)
+        try:
+            for token in tokens:
+                row.new_tokens.append(token)
+                if job.cancelled or job.take(token) or job.cancelled:
+                    break
+        except Exception:
+            log.exception("turning tokens into text failed")
+            self._fail_job(job, ServeError(500, "the answer could not be decoded to text", "model_error"))
+            return
+        self.stats.prefills += 1
+        self.stats.generated_tokens += len(row.new_tokens)
+        self._active.discard(job)
+        if job.cancelled:
+            self.stats.cancelled += 1
+        else:
+            self.stats.completed += 1
+            job.finish(row)
 
     def _join(self, batch: DecodeBatch | None, part: DecodeBatch) -> DecodeBatch | None:
         if batch is None:
