@@ -248,3 +248,21 @@ def test_best_path_collapses_repeats_and_skips_blanks(folder):
             x[t, t] = 1.0
             proj.linear.weight[:, t] = F.normalize(row.detach(), dim=0)
     assert proj.best_path(x, embed) == [17, 17, 42]
+
+
+def test_recipe_step_counts_replace_the_scaled_ones_and_ctc_head_runs_decode_jointly():
+    """`--steps read=600,sft=210`: those stages run that many steps, the others their scaled count; a CTC-head run's
+    chat folders carry the joint decoding settings, a plain run's do not; a bad --steps names the problem."""
+    from pathlib import Path
+
+    from auralm.demo import train as demo_train
+
+    data = {"train": Path("t.jsonl"), "dev": Path("d.jsonl"), "read_train": Path("r.jsonl"), "read_dev": Path("rd.jsonl")}
+    counts = demo_train.parse_steps("read=600,sft=210")
+    stages, _ = demo_train.stage_configs(Path("s"), Path("run"), data, 100, 0.5, ["read", "pretrain", "sft"],
+                                         step_counts=counts)
+    steps = {name: next(o for o in ov if o.startswith("steps=")) for name, ov in stages}
+    assert steps == {"read": "steps=600", "pretrain": "steps=500", "sft": "steps=210"}
+    assert demo_train.chat_options(True)["asr_num_beams"] == 4 and "asr_ctc_weight" not in demo_train.chat_options(False)
+    with pytest.raises(SystemExit, match="ctc=5"):
+        demo_train.parse_steps("ctc=5")

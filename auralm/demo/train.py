@@ -86,6 +86,8 @@ def fill_answers(base_dir: Path, manifest: Path, out: Path, batch: int = 16, ans
     return len(todo)
 
 
+STAGES = ("align", "read", "pretrain", "sft", "dpo")  # the LLM stages, in the order they run (after ctc)
+
 # Tasks whose English clips carry a known transcript (`text`): the read stage's material.
 READ_TASKS = ("asr", "s2tt", "srwt", "speaker", "lid")
 
@@ -135,12 +137,14 @@ def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_h
 
 
 def stage_configs(start: Path, run: Path, data: dict[str, Path], n_base_rows: int, scale: float,
-                  wanted: list[str], slow_projector: bool = False) -> tuple[list[tuple[str, list[str]]], list[str]]:
+                  wanted: list[str], slow_projector: bool = False, step_counts: dict[str, int] | None = None,
+                  ) -> tuple[list[tuple[str, list[str]]], list[str]]:
     """The wanted stages in order, the first starting from `start`, each next one from the previous one's final
-    folder."""
+    folder. `step_counts` (stage -> steps) replaces a stage's scaled step count."""
+    step_counts = step_counts or {}
 
-    def steps(n: int) -> int:
-        return max(2, int(n * scale))
+    def steps(n: int, stage: str) -> int:
+        return step_counts.get(stage, max(2, int(n * scale)))
 
     lora = ["parts.llm=lora", "lora.r=16", "lora.alpha=32"]
     # After the ctc stage the projector's weights are ~0.005; at the LLM's rate Adam rewrites them within ~100 steps
@@ -153,15 +157,15 @@ def stage_configs(start: Path, run: Path, data: dict[str, Path], n_base_rows: in
         # 300 steps from the CTC head, where 150 steps on the multi-task model made it worse, 99 -> 133).
         "read": ["recipe=sft", f"data.train=[{{path: {data.get('read_train')}}}]", "data.tasks_as_chat=true",
                  "parts.encoder=freeze", "parts.projector=train", *lora, f"data.dev=[{data.get('read_dev')}]",
-                 "data.batch_size=8", "optim.lr=1e-3", "optim.warmup_steps=20", f"steps={steps(600)}"],
+                 "data.batch_size=8", "optim.lr=1e-3", "optim.warmup_steps=20", f"steps={steps(600, 'read')}"],
         "align": ["recipe=pretrain", train, "parts.encoder=freeze", "parts.projector=train", "parts.llm=freeze",
-                  "data.batch_size=8", "optim.lr=2e-3", "optim.warmup_steps=20", f"steps={steps(120)}"],
+                  "data.batch_size=8", "optim.lr=2e-3", "optim.warmup_steps=20", f"steps={steps(120, 'align')}"],
         "pretrain": ["recipe=pretrain", train, "parts.encoder=freeze", "parts.projector=train", *lora,
-                     "data.batch_size=8", "optim.lr=1e-3", "optim.warmup_steps=20", f"steps={steps(1000)}"],
+                     "data.batch_size=8", "optim.lr=1e-3", "optim.warmup_steps=20", f"steps={steps(1000, 'pretrain')}"],
         "sft": ["recipe=sft", train, "data.tasks_as_chat=true", "parts.encoder=freeze", "parts.projector=train", *lora,
-                "data.batch_size=8", "optim.lr=5e-4", "optim.warmup_steps=10", f"steps={steps(700)}"],
+                "data.batch_size=8", "optim.lr=5e-4", "optim.warmup_steps=10", f"steps={steps(700, 'sft')}"],
         "dpo": ["recipe=dpo", train, "parts.encoder=freeze", "parts.projector=freeze", *lora, "dpo.beta=0.1",
-                "data.batch_size=8", "optim.lr=2e-4", "optim.warmup_steps=5", f"steps={steps(36)}"],
+                "data.batch_size=8", "optim.lr=2e-4", "optim.warmup_steps=5", f"steps={steps(36, 'dpo')}"],
     }
     # No encoder cache here: these stages see each clip about once, and filling a cache encodes every clip.
     # bf16 autocast where the CPU (or GPU) multiplies bfloat16 natively; emulated, a training step's backward
@@ -169,12 +173,23 @@ def stage_configs(start: Path, run: Path, data: dict[str, Path], n_base_rows: in
     common = [f"bf16={'true' if fast_bf16() else 'false'}", f"data.dev=[{data['dev']}]", "data.dev_max_batches=4", "checkpoint.every=25",
               "checkpoint.keep_last=2", "log.eval_every=100", f"parts.new_token_rows_from={n_base_rows}"]
     stages = []
-    for name in ("align", "read", "pretrain", "sft", "dpo"):
+    for name in STAGES:
         if name in wanted:
             # a stage's own data.dev (read) comes after the common one and wins
             stages.append((name, [f"model.path={start}", *recipes[name]]))
             start = run / name / "final"
     return stages, common
+
+
+def parse_steps(text: str) -> dict[str, int]:
+    """'read=600,sft=210' -> {'read': 600, 'sft': 210}; names a clear error for anything else."""
+    out = {}
+    for part in filter(None, text.split(",")):
+        stage, _, n = part.partition("=")
+        if stage not in STAGES or not n.isdigit() or int(n) < 1:
+            raise SystemExit(f"--steps: {part!r} is not STAGE=N with STAGE one of {', '.join(STAGES)} and N >= 1")
+        out[stage] = int(n)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,9 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ctc-encoder-layers", type=int, default=0, metavar="K",
                     help="after the ctc stage's projector epochs, train the encoder's top K blocks with its head "
                          "(2 of tiny.en's 4: held-out voice 40.3%% -> 32.7%% greedy-CTC WER, real clips 46.9%% -> 40.7%%)")
+    ap.add_argument("--steps", default="", metavar="STAGE=N,...",
+                    help="step counts that replace the scaled ones, e.g. read=600,pretrain=300,sft=210,dpo=10")
     ap.add_argument("--no-pack", action="store_true")
     ap.add_argument("--no-llm-answers", action="store_true", help="leave out voice-chat questions that have no answer")
     args = ap.parse_args(argv)
+    step_counts = parse_steps(args.steps)
     run = args.out.resolve()
     run.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -227,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         start = ctc_stage(base, run, data, args.scale, keep_head=ctc_head,
                           drop_blank=args.ctc_drop_blank, encoder_layers=args.ctc_encoder_layers)
     stages, common = stage_configs(start, run, data, n_base_rows, args.scale, [w for w in wanted if w != "ctc"],
-                                   slow_projector="ctc" in wanted)
+                                   slow_projector="ctc" in wanted, step_counts=step_counts)
     adapters = []
     for name, overrides in stages:
         final = run / name / "final"
