@@ -23,6 +23,7 @@ from auralm.audio.speech_gate import has_speech
 from auralm.checkpoint.hf import load_audiolm
 from auralm.checkpoint.qwen_v1 import is_qwen_v1_folder
 from auralm.checkpoint.qwen_v1_processor import QwenV1Processor
+from auralm.infer.ctc_prefix import ctc_rows
 from auralm.infer.engine import DecodeStep
 from auralm.infer.generate import generate_texts, stream_text
 from auralm.infer.registry import default_model_dir
@@ -129,7 +130,7 @@ class AudioChat:
             return {}
         out = {"num_beams": int(self.options.get("asr_num_beams", 1)),
                "ctc_weight": float(self.options.get("asr_ctc_weight", 0.0))}
-        if out["ctc_weight"] > 0 and not getattr(self.model.multi_modal_projector, "ctc_rows", None):
+        if out["ctc_weight"] > 0 and not ctc_rows(self.model):
             out["ctc_weight"] = 0.0  # a folder whose head was removed (or a v1 model): the LLM alone
         return {k: v for k, v in out.items() if v != vars(self.defaults)[k]}
 

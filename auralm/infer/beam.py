@@ -18,7 +18,7 @@ import copy
 
 import torch
 
-from auralm.infer.ctc_prefix import CTCPrefixScorer
+from auralm.infer.ctc_prefix import CTCPrefixScorer, ctc_rows
 from auralm.infer.sampling import GenerationConfig, process_logits
 from auralm.model.kv_cache import KVCache
 
@@ -45,7 +45,7 @@ def beam_search(model, inputs: dict[str, torch.Tensor], config: GenerationConfig
     T = ids.shape[1]
     scorer = None
     if config.ctc_weight > 0:
-        if not model.multi_modal_projector.ctc_rows:
+        if not ctc_rows(model):
             raise ValueError("ctc_weight needs a model whose projector has a CTC head (projector_ctc_rows)")
         if inputs.get("input_features") is None:
             raise ValueError("ctc_weight needs audio in the prompt")

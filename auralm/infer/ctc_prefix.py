@@ -23,6 +23,11 @@ import torch
 NEG_INF = float("-inf")
 
 
+def ctc_rows(model) -> list[int]:
+    """The token rows of a model's CTC head, or [] when its projector has none."""
+    return list(getattr(getattr(model, "multi_modal_projector", None), "ctc_rows", None) or [])
+
+
 class CTCPrefixScorer:
     """The CTC side of one row's joint decoding: prefix probabilities of the tokens chosen so far and of each next
     candidate, from the clip's CTC log-posteriors."""
