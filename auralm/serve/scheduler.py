@@ -314,12 +314,7 @@ class Scheduler:
             return
         self.stats.prefills += 1
         self.stats.generated_tokens += len(row.new_tokens)
-        self._active.discard(job)
-        if job.cancelled:
-            self.stats.cancelled += 1
-        else:
-            self.stats.completed += 1
-            job.finish(row)
+        self._retire(job, row)
 
     def _join(self, batch: DecodeBatch | None, part: DecodeBatch) -> DecodeBatch | None:
         if batch is None:
@@ -348,15 +343,8 @@ class Scheduler:
                 self._fail_job(job, ServeError(500, "the answer could not be decoded to text", "model_error"))
                 row.finished = True
         for row in batch.drop_finished():
-            job = row.tag
-            if job.failed:
-                continue
-            self._active.discard(job)
-            if job.cancelled:
-                self.stats.cancelled += 1
-            else:
-                self.stats.completed += 1
-                job.finish(row)
+            if not row.tag.failed:
+                self._retire(row.tag, row)
         if not batch.rows:
             return None
         try:
@@ -365,6 +353,15 @@ class Scheduler:
         except Exception:  # an optimisation only: the batch is still whole when it fails
             log.exception("compacting the cache failed")
         return batch
+
+    def _retire(self, job: Job, row: Row) -> None:
+        """A job whose row has ended: counted, and sent its finish unless its client went away."""
+        self._active.discard(job)
+        if job.cancelled:
+            self.stats.cancelled += 1
+        else:
+            self.stats.completed += 1
+            job.finish(row)
 
     def _fail(self, jobs: list[Job], error: ServeError) -> None:
         for job in jobs:
