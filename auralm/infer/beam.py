@@ -19,8 +19,8 @@ import copy
 import torch
 
 from auralm.infer.ctc_prefix import CTCPrefixScorer, ctc_rows
+from auralm.infer.engine import eager_step, prefill_cache
 from auralm.infer.sampling import GenerationConfig, process_logits
-from auralm.model.kv_cache import KVCache
 
 CANDIDATES_PER_BEAM = 8  # tokens each live hypothesis proposes (the LLM's best; their joint scores rank them)
 
@@ -52,16 +52,8 @@ def beam_search(model, inputs: dict[str, torch.Tensor], config: GenerationConfig
         lp = model.ctc_log_posteriors(inputs["input_features"], inputs["feature_attention_mask"].sum(-1))
         scorer = CTCPrefixScorer(lp, model.multi_modal_projector.ctc_rows, config.ctc_weight, config.stop_token_ids,
                                  top_k=CANDIDATES_PER_BEAM)
-    dec = model.cfg.decoder
-    capacity = T + config.max_new_tokens
-    cache = KVCache.allocate(dec.n_layers, 1, dec.n_kv_heads, capacity, dec.head_dim, model.dtype, model.device)
-    ids = ids.to(model.device)
-    embeds, attended = model.embed_with_mask(ids, torch.ones_like(ids), inputs.get("input_features"),
-                                             inputs.get("feature_attention_mask"))
-    logits = model(inputs_embeds=embeds, attention_mask=attended, cache=cache, logits_to_keep=1).logits[:, -1]
-    key_valid = torch.zeros((1, capacity), dtype=torch.bool, device=model.device)
-    key_valid[:, :T] = attended.bool()
-    position = int(attended.sum())  # the next token's RoPE position (the same for every hypothesis)
+    logits, cache, key_valid = prefill_cache(model, ids, torch.ones_like(ids), inputs, T + config.max_new_tokens)
+    positions = key_valid.sum(-1)  # (1,) the next token's RoPE position (the same for every hypothesis)
     prompt = ids[0].tolist()
     live: list[tuple[list[int], float, CTCPrefixScorer | None]] = [([], 0.0, scorer)]
     done: list[tuple[list[int], float]] = []  # finished: tokens (stop id included), rank score
@@ -102,12 +94,8 @@ def beam_search(model, inputs: dict[str, torch.Tensor], config: GenerationConfig
         key_valid = key_valid[parents]
         live = [(live[b][0] + [t], total, None if live[b][2] is None else _child(live[b][2], t))
                 for total, b, t in chosen]
-        pos = cache.pos
-        key_valid[:, pos] = True
         last = torch.tensor([[t] for _, _, t in chosen], device=model.device)  # (beams, 1)
-        positions = torch.full((len(chosen), 1), position + n, device=model.device)
-        logits = model(inputs_embeds=model.language_model.model.embed_tokens(last),
-                       attention_mask=key_valid[:, :pos + 1], position_ids=positions, cache=cache).logits[:, -1]
+        logits = eager_step(model, last, cache, key_valid, (positions + n).expand(len(chosen)))
     if not done:  # every hypothesis ran out of candidates: the best live one
         done = [(tokens, score) for tokens, score, _ in live]
     return max(done, key=lambda d: d[1])[0]

@@ -95,6 +95,37 @@ def split_inputs(inputs: dict[str, torch.Tensor], audio_token_id: int) -> list[d
     return out
 
 
+@torch.no_grad()
+def prefill_cache(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs: dict[str, torch.Tensor], capacity: int,
+) -> tuple[torch.Tensor, KVCache, torch.Tensor]:
+    """Run left-aligned prompts (B, T) with their audio (`inputs`' features) into a new cache of `capacity` slots:
+    the last position's logits (B, V), the cache, and key_valid bool (B, capacity) over its real slots."""
+    B, T = input_ids.shape
+    dec = model.cfg.decoder
+    cache = KVCache.allocate(dec.n_layers, B, dec.n_kv_heads, capacity, dec.head_dim, model.dtype, model.device)
+    input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
+    # `attended` also leaves out the audio frames a CTC-compressing projector drops (`AudioLM.embed_with_mask`)
+    embeds, attended = model.embed_with_mask(input_ids, attention_mask, inputs.get("input_features"),
+                                             inputs.get("feature_attention_mask"))
+    logits = model(inputs_embeds=embeds, attention_mask=attended, cache=cache, logits_to_keep=1).logits[:, -1]
+    key_valid = torch.zeros((B, capacity), dtype=torch.bool, device=model.device)
+    key_valid[:, :T] = attended.bool()
+    return logits, cache, key_valid
+
+
+@torch.no_grad()
+def eager_step(model, last: torch.Tensor, cache: KVCache, key_valid: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """One decode step run eagerly: last tokens (B, 1) at RoPE positions (B,) go into the cache's next slot (marked
+    valid in key_valid); returns the next tokens' logits (B, V)."""
+    pos = cache.pos
+    key_valid[:, pos] = True
+    # New tokens are plain text: audio is merged at prefill only, even if a model emits the placeholder id.
+    embeds = model.language_model.model.embed_tokens(last)  # (B, 1, D)
+    return model(inputs_embeds=embeds, attention_mask=key_valid[:, : pos + 1], position_ids=positions[:, None],
+                 cache=cache).logits[:, -1]
+
+
 # A whole decode step as one function (`auralm.infer.compiled.compile_decode` makes one): last tokens (B, 1), the
 # cache's keys and values (L, B, Hkv, S_max, Dh) read only, key_valid (B, S_max), positions (B,) -> logits (B, V)
 # and the new token's keys and values (L, B, Hkv, 1, Dh), which the engine writes into the cache.
@@ -128,23 +159,15 @@ class DecodeBatch:
         B, T = input_ids.shape
         if len(configs) != B:
             raise ValueError(f"{len(configs)} generation configs for {B} prompts")
-        capacity = T + max(c.max_new_tokens for c in configs)
-        dec = model.cfg.decoder
-        cache = KVCache.allocate(dec.n_layers, B, dec.n_kv_heads, capacity, dec.head_dim, model.dtype, model.device)
-        input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
-        # `attended` also leaves out the audio frames a CTC-compressing projector drops (`AudioLM.embed_with_mask`)
-        embeds, attended = model.embed_with_mask(input_ids, attention_mask, inputs.get("input_features"),
-                                                 inputs.get("feature_attention_mask"))
-        out = model(inputs_embeds=embeds, attention_mask=attended, cache=cache, logits_to_keep=1)
-        key_valid = torch.zeros((B, capacity), dtype=torch.bool, device=model.device)
-        key_valid[:, :T] = attended.bool()
+        logits, cache, key_valid = prefill_cache(model, input_ids, attention_mask, inputs,
+                                                 T + max(c.max_new_tokens for c in configs))
         rows = []
         for i, cfg in enumerate(configs):
             gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
             prompt = input_ids[i][attention_mask[i].bool()].tolist()
             rows.append(Row(cfg, prompt, tags[i] if tags else i, generator=gen))
-        batch = cls(model, rows, cache, key_valid, attended.sum(-1), step_fn)
-        batch._choose(out.logits[:, -1])
+        batch = cls(model, rows, cache, key_valid, key_valid.sum(-1), step_fn)
+        batch._choose(logits)
         return batch
 
     def merge(self, other: DecodeBatch) -> None:
@@ -181,13 +204,7 @@ class DecodeBatch:
             self.key_valid[:, pos] = True
             self.cache.advance(1)
         else:
-            self.key_valid[:, pos] = True
-            # New tokens are plain text: audio is merged at prefill only, even if a model emits the placeholder id.
-            embeds = self.model.language_model.model.embed_tokens(last)  # (B, 1, D)
-            logits = self.model(
-                inputs_embeds=embeds, attention_mask=self.key_valid[:, : pos + 1],
-                position_ids=self.positions[:, None], cache=self.cache,
-            ).logits[:, -1]
+            logits = eager_step(self.model, last, self.cache, self.key_valid, self.positions)
         self.positions = self.positions + 1
         self._choose(logits)
 
