@@ -18,6 +18,8 @@
 2. pretrain (multi-task pre-training): + LoRA on every Linear of the LLM.
 3. sft: conversations in both modes (audio analysis, voice chat) + task records as one-turn chats, LoRA.
 4. dpo: preference pairs, LoRA, the SFT model as the frozen reference.
+5. voice (opt-in, after dpo): voice chat, sentences heard alone and answered as the LLM answers them typed, the
+   train split's arithmetic typed, and a replay of the other tasks; LoRA r=8 (`voice_manifest`).
 Every stage resumes from its checkpoints and is skipped once its final folder exists; then the shipped files are
 packed (`auralm.demo.package`).
 """
@@ -42,6 +44,7 @@ from auralm.demo.package import pack
 from auralm.eval.voice_knowledge import llm_answers
 from auralm.infer.api import AudioChat
 from auralm.processor import Processor
+from auralm.synth import texts
 from auralm.text.chat import render_chat
 from auralm.text.prompts import ASR_INSTRUCTION, chat_instruction
 from auralm.train.config import load_config
@@ -55,7 +58,7 @@ CHAT_PROMPTS["asr_prompt_no_language"] = CHAT_PROMPTS["asr_prompt"]
 # Stages that train transcription as a chat turn; their folders get CHAT_PROMPTS, so that evaluating a stage asks as it
 # was trained (without them, `transcribe` asks in the pre-training format: measured on the read stage's folder,
 # real-speech WER 90.3% asked that way, 65.5% asked in its chat turn).
-CHAT_STAGES = ("read", "sft", "dpo")
+CHAT_STAGES = ("read", "sft", "dpo", "voice")
 # With the CTC head kept (--ctc-head), transcripts are decoded with joint CTC / LLM scores in 4 beams (`infer.beam`;
 # auralm.json `asr_num_beams`, `asr_ctc_weight`). Measured on the 8 real clips, from the encoder-tuned head after 300
 # read steps: greedy LLM 66.4% WER, greedy joint (w 0.5) 47.8%, 4 beams joint w 0.5 39.8%, w 0.7 45.1%.
@@ -86,7 +89,7 @@ def fill_answers(base_dir: Path, manifest: Path, out: Path, batch: int = 16, ans
     return len(todo)
 
 
-STAGES = ("align", "read", "pretrain", "sft", "dpo")  # the LLM stages, in the order they run (after ctc)
+STAGES = ("align", "read", "pretrain", "sft", "dpo", "voice")  # the LLM stages, in the order they run (after ctc)
 
 # Tasks whose English clips carry a known transcript (`text`): the read stage's material.
 READ_TASKS = ("asr", "s2tt", "srwt", "speaker", "lid")
@@ -107,6 +110,52 @@ def reading_manifest(manifest: Path, out: Path, tasks: tuple[str, ...] = READ_TA
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     tmp.replace(out)
     return len(records)
+
+
+# The voice stage's material (opt-in, after dpo): in the multi-task stages a spoken question is one row in ~14 and
+# the LLM's answers are seen about once, so voice chat is barely learned (spoken general questions 0% exact,
+# arithmetic 3.6% on the shipped model). This stage trains on
+# - every voice-chat and mixed-audio record of the train split (the general questions answered by the base LLM),
+# - SAID_CLIPS English sentences heard as a user turn alone and answered by the base LLM as it answers the typed
+#   sentence (sequence-level distillation: the audio model learns to respond as its LLM does to the words),
+# - the train split's arithmetic problems typed, with their answers (SmolLM2-135M gets 7% of them typed: the
+#   text teaches what the LLM lacks; the test split's problems stay held out),
+# - a replay of REPLAY_SHARE as many other records, so that the other tasks are kept.
+SAID_CLIPS = 600
+REPLAY_SHARE = 0.5
+
+
+def voice_manifest(train: Path, out: Path, base: Path, seed: int = 0) -> dict[str, int]:
+    """Write the voice stage's records (see above) from an answered train manifest; returns the count of each part.
+    Written once (atomically); answering the sentences takes the base LLM a few minutes."""
+    if out.is_file():
+        return {}
+    rng = random.Random(seed)
+    records = [json.loads(line) for line in train.read_text().splitlines() if line.strip()]
+    chats = [r for r in records if r.get("task") in ("voice_chat", "mixed")]
+    sentences = [r for r in records if r.get("task") == "asr" and r.get("language") == "en" and r.get("text")]
+    said = [{"id": f"said-{r['id']}", "task": "voice_chat", "audios": r["audios"], "duration": r.get("duration"),
+             "language": "en", "kind": "said", "text_question": r["text"], "answer": None}
+            for r in rng.sample(sentences, min(SAID_CLIPS, len(sentences)))]
+    chat = AudioChat.from_folder(base)
+    for r, reply in zip(said, llm_answers(chat, [r["text_question"] for r in said])):
+        r["answer"] = reply
+    typed = []
+    for i, (a, op, b) in enumerate(texts.arithmetic("train")):
+        question = rng.choice(texts.ARITHMETIC_TEMPLATES).format(a=texts.number_words(a), op=op,
+                                                                 b=texts.number_words(b))
+        typed.append({"id": f"typed-arithmetic-{i:04d}", "task": "conversation", "audios": [],
+                      "messages": [{"role": "user", "content": question},
+                                   {"role": "assistant", "content": str(texts.arithmetic_answer(a, op, b))}]})
+    others = [r for r in records if r.get("task") not in ("voice_chat", "mixed", "preference")]
+    replay = rng.sample(others, min(len(others), int(REPLAY_SHARE * (len(chats) + len(said) + len(typed)))))
+    rows = chats + said + typed + replay
+    rng.shuffle(rows)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    tmp.replace(out)
+    return {"voice_chat_and_mixed": len(chats), "said": len(said), "typed_arithmetic": len(typed),
+            "replay": len(replay)}
 
 
 def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_head: bool = False,
@@ -166,6 +215,11 @@ def stage_configs(start: Path, run: Path, data: dict[str, Path], n_base_rows: in
                 "data.batch_size=8", "optim.lr=5e-4", "optim.warmup_steps=10", f"steps={steps(700, 'sft')}"],
         "dpo": ["recipe=dpo", train, "parts.encoder=freeze", "parts.projector=freeze", *lora, "dpo.beta=0.1",
                 "data.batch_size=8", "optim.lr=2e-4", "optim.warmup_steps=5", f"steps={steps(36, 'dpo')}"],
+        # voice chat (see voice_manifest); the projector stays as the ctc stage aligned it; rank 8 keeps the
+        # shipped delta within its budget
+        "voice": ["recipe=sft", f"data.train=[{{path: {data.get('voice_train')}}}]", "data.tasks_as_chat=true",
+                  "parts.encoder=freeze", "parts.projector=freeze", "parts.llm=lora", "lora.r=8", "lora.alpha=16",
+                  "data.batch_size=8", "optim.lr=5e-4", "optim.warmup_steps=10", f"steps={steps(300, 'voice')}"],
     }
     # No encoder cache here: these stages see each clip about once, and filling a cache encodes every clip.
     # bf16 autocast where the CPU (or GPU) multiplies bfloat16 natively; emulated, a training step's backward
@@ -235,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         n = reading_manifest(world / "train.jsonl", data["read_train"])
         reading_manifest(world / "dev.jsonl", data["read_dev"], tasks=("asr",))
         print(f"[{time.time() - t0:6.0f}s] read: {n} English clips with known words", flush=True)
+    if "voice" in wanted:
+        data["voice_train"] = run / "voice_train.jsonl"
+        parts = voice_manifest(data["train"], data["voice_train"], base)
+        print(f"[{time.time() - t0:6.0f}s] voice: {parts or 'made earlier'}", flush=True)
     # The manifests name audio relative to the world folder; the filled copies live in the run folder.
     if not (run / "audio").exists():
         (run / "audio").symlink_to(world / "audio")
