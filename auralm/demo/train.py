@@ -121,6 +121,8 @@ def reading_manifest(manifest: Path, out: Path, tasks: tuple[str, ...] = READ_TA
 # - the train split's arithmetic problems typed, with their answers (SmolLM2-135M gets 7% of them typed: the
 #   text teaches what the LLM lacks; the test split's problems stay held out),
 # - a replay of REPLAY_SHARE as many other records, so that the other tasks are kept.
+# Measured from the shipped folder, 240 steps: voice chat 35.4 -> 43.1%, typed arithmetic 7 -> 36%, spoken 3.6 -> 7.1%
+# (the numbers are misheard), but real speech 40.7 -> 43.4% and translation 25.2 -> 21.6 BLEU: not in the shipped run.
 SAID_CLIPS = 600
 REPLAY_SHARE = 0.5
 
