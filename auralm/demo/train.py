@@ -127,7 +127,8 @@ SAID_CLIPS = 600
 REPLAY_SHARE = 0.5
 
 
-def voice_manifest(train: Path, out: Path, base: Path, seed: int = 0) -> dict[str, int]:
+def voice_manifest(train: Path, out: Path, base: Path, seed: int = 0, said_clips: int = SAID_CLIPS,
+                   replay_share: float = REPLAY_SHARE) -> dict[str, int]:
     """Write the voice stage's records (see above) from an answered train manifest; returns the count of each part.
     Written once (atomically); answering the sentences takes the base LLM a few minutes."""
     if out.is_file():
@@ -138,10 +139,11 @@ def voice_manifest(train: Path, out: Path, base: Path, seed: int = 0) -> dict[st
     sentences = [r for r in records if r.get("task") == "asr" and r.get("language") == "en" and r.get("text")]
     said = [{"id": f"said-{r['id']}", "task": "voice_chat", "audios": r["audios"], "duration": r.get("duration"),
              "language": "en", "kind": "said", "text_question": r["text"], "answer": None}
-            for r in rng.sample(sentences, min(SAID_CLIPS, len(sentences)))]
-    chat = AudioChat.from_folder(base)
-    for r, reply in zip(said, llm_answers(chat, [r["text_question"] for r in said])):
-        r["answer"] = reply
+            for r in rng.sample(sentences, min(said_clips, len(sentences)))]
+    if said:
+        chat = AudioChat.from_folder(base)
+        for r, reply in zip(said, llm_answers(chat, [r["text_question"] for r in said])):
+            r["answer"] = reply
     typed = []
     for i, (a, op, b) in enumerate(texts.arithmetic("train")):
         question = rng.choice(texts.ARITHMETIC_TEMPLATES).format(a=texts.number_words(a), op=op,
@@ -150,7 +152,7 @@ def voice_manifest(train: Path, out: Path, base: Path, seed: int = 0) -> dict[st
                       "messages": [{"role": "user", "content": question},
                                    {"role": "assistant", "content": str(texts.arithmetic_answer(a, op, b))}]})
     others = [r for r in records if r.get("task") not in ("voice_chat", "mixed", "preference")]
-    replay = rng.sample(others, min(len(others), int(REPLAY_SHARE * (len(chats) + len(said) + len(typed)))))
+    replay = rng.sample(others, min(len(others), int(replay_share * (len(chats) + len(said) + len(typed)))))
     rows = chats + said + typed + replay
     rng.shuffle(rows)
     tmp = out.with_suffix(".tmp")
