@@ -46,7 +46,7 @@ def made(tmp_path_factory):
     src = root / "train.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in _records()))
     out = root / "voice.jsonl"
-    parts = demo_train.voice_manifest(src, out, base)
+    parts = demo_train.voice_manifest(src, out, base, said_clips=6)
     return base, src, out, parts, [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -62,7 +62,7 @@ def test_every_spoken_question_is_kept_and_every_row_is_valid(made):
 def test_sentences_are_answered_as_the_llm_answers_them_typed(made):
     base, _, _, parts, rows = made
     said = [r for r in rows if r.get("kind") == "said"]
-    assert len(said) == parts["said"] == 6  # every English sentence (fewer than SAID_CLIPS), never the German one
+    assert len(said) == parts["said"] == 6  # the English sentences, never the German one
     assert {r["audios"][0] for r in said} == {f"a{i}.flac" for i in range(6)}
     want = llm_answers(AudioChat.from_folder(base), [r["text_question"] for r in said])
     assert [r["answer"] for r in said] == want and all(want)
