@@ -39,6 +39,7 @@ import torch
 from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
 from auralm.cpu import fast_bf16
 from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
+from auralm.data.manifest import write_manifest
 from auralm.demo.base import save_base
 from auralm.demo.ctc_align import AlignConfig, align_projector, spoken_utterances
 from auralm.demo.package import pack
@@ -76,18 +77,22 @@ def fill_answers(base_dir: Path, manifest: Path, out: Path, batch: int = 16, ans
     (or leaving those records out when `answer` is False)."""
     if out.is_file():
         return 0
-    chat = AudioChat.from_folder(base_dir)
     records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     todo = [r for r in records if r.get("answer") is None and r.get("text_question")]
     if not answer:
         records = [r for r in records if not (r.get("answer") is None and r.get("text_question"))]
         todo = []
-    for r, reply in zip(todo, llm_answers(chat, [r["text_question"] for r in todo], batch=batch)):
-        r["answer"] = reply
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    tmp.replace(out)
+    answer_questions(base_dir, todo, batch)
+    write_manifest(out, records)
     return len(todo)
+
+
+def answer_questions(base_dir: Path, records: list[dict], batch: int = 16) -> None:
+    """Set each record's `answer` to the base LLM's answer to its typed `text_question` (no model loaded for none)."""
+    if records:
+        chat = AudioChat.from_folder(base_dir)
+        for r, reply in zip(records, llm_answers(chat, [r["text_question"] for r in records], batch=batch)):
+            r["answer"] = reply
 
 
 STAGES = ("align", "read", "pretrain", "sft", "dpo", "voice")  # the LLM stages, in the order they run (after ctc)
@@ -107,9 +112,7 @@ def reading_manifest(manifest: Path, out: Path, tasks: tuple[str, ...] = READ_TA
         if r.get("task") in tasks and r.get("language") == "en" and r.get("text") and len(r.get("audios", [])) == 1:
             records.append({"id": f"read-{r['id']}", "task": "asr", "audios": r["audios"], "duration": r.get("duration"),
                             "language": "en", "text": r["text"]})
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    tmp.replace(out)
+    write_manifest(out, records)
     return len(records)
 
 
@@ -142,10 +145,7 @@ def voice_manifest(train: Path, out: Path, base: Path, seed: int = 0, said_clips
     said = [{"id": f"said-{r['id']}", "task": "voice_chat", "audios": r["audios"], "duration": r.get("duration"),
              "language": "en", "kind": "said", "text_question": r["text"], "answer": None}
             for r in rng.sample(sentences, min(said_clips, len(sentences)))]
-    if said:
-        chat = AudioChat.from_folder(base)
-        for r, reply in zip(said, llm_answers(chat, [r["text_question"] for r in said])):
-            r["answer"] = reply
+    answer_questions(base, said)
     typed = []
     for i, (a, op, b) in enumerate(texts.arithmetic("train")):
         question = rng.choice(texts.ARITHMETIC_TEMPLATES).format(a=texts.number_words(a), op=op,
@@ -157,9 +157,7 @@ def voice_manifest(train: Path, out: Path, base: Path, seed: int = 0, said_clips
     replay = rng.sample(others, min(len(others), int(replay_share * (len(chats) + len(said) + len(typed)))))
     rows = chats + said + typed + replay
     rng.shuffle(rows)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    tmp.replace(out)
+    write_manifest(out, rows)
     return {"voice_chat_and_mixed": len(chats), "said": len(said), "typed_arithmetic": len(typed),
             "replay": len(replay)}
 
