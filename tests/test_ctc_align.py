@@ -12,6 +12,7 @@ import torch
 from tiny_hf import build_hf_checkpoint, build_tokenizer
 
 from auralm import AudioLM
+from auralm.data.dataset import DataError
 from auralm.data.feature_cache import EncoderCache, encode_clips, encoder_fingerprint
 from auralm.demo.ctc_align import (
     SOUND,
@@ -73,6 +74,14 @@ def test_spoken_utterances_pick_the_spoken_text_and_sample_reproducibly(setup):
     assert all(tok.decode(u.tokens) == u.text for u in utts)
     a, b = spoken_utterances(train, tok, max_clips=10, seed=3), spoken_utterances(train, tok, max_clips=10, seed=3)
     assert [u.audio for u in a] == [u.audio for u in b] and len(a) == 10
+
+
+def test_spoken_utterances_of_a_manifest_with_no_valid_row_name_the_first_problem(tmp_path, setup):
+    _, folder, _, _ = setup
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"task": "asr", "audios": ["a.wav"], "text": "hi"}) + "\n")  # no id
+    with pytest.raises(DataError, match=r"bad.jsonl: no usable records .*id"):
+        spoken_utterances(bad, Processor.from_pretrained(folder).tokenizer)
 
 
 def test_heard_text_names_sounds_in_the_order_they_are_heard():

@@ -44,7 +44,8 @@ from torch.nn.utils.rnn import pad_sequence
 from auralm.audio.geometry import conv_output_lengths
 from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
 from auralm.data.feature_cache import EncoderCache, encode_clips, encoder_fingerprint
-from auralm.data.manifest import ManifestError, load_manifest
+from auralm.data.dataset import DataError
+from auralm.data.manifest import load_manifest
 from auralm.model.audiolm import Projector, ctc_collapse
 from auralm.processor import Processor
 from auralm.synth.signals import EVENT_NAMES
@@ -124,7 +125,7 @@ def spoken_utterances(manifest: str | Path, tokenizer, max_clips: int | None = N
     task keeps its share."""
     records, errors = load_manifest(manifest)
     if errors and not records:
-        raise ManifestError(f"{manifest}: no usable records ({errors[0]})")
+        raise DataError(f"{manifest}: no usable records (first problem: {errors[0]})")
     out = []
     for r in records:
         text = heard_text(r, sounds)
