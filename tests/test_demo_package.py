@@ -64,3 +64,7 @@ def test_pack_then_assemble_gives_the_trained_model(base, tmp_path):
     assert json.loads((out / "auralm.json").read_text()) == {"asr_prompt": "X"}
     untouched = apply_delta(build_base()[0], tmp_path / "ship").audio_tower.conv1.weight
     assert torch.equal(untouched, model.audio_tower.conv1.weight)  # the encoder was not shipped: it is the base's
+
+    # The stages merged and cut to their whole energy: one rank-4 update, the same weights.
+    merged = pack(tmp_path / "final", [tmp_path / "adapter"], {"prompts": {}}, out_dir=tmp_path / "ship1", merge_energy=1.0)
+    assert merged["max_abs_deviation"] < 1e-3 and merged["bytes"] <= info["bytes"]

@@ -42,9 +42,36 @@ def _read_adapter(folder: Path) -> tuple[float, dict[str, tuple[torch.Tensor, to
     return cfg["lora_alpha"] / cfg["r"], {m: (ab["A"], ab["B"]) for m, ab in factors.items()}
 
 
+def merge_stages(stages: list[tuple[float, dict[str, tuple[torch.Tensor, torch.Tensor]]]], energy: float
+                 ) -> tuple[float, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Several stages' LoRA updates as one low-rank update per module: (1.0, {module: (A, B)}).
+
+    Each module's summed update U = sum_i scaling_i * B_i @ A_i (out, in) is cut by SVD to the fewest singular
+    directions that keep `energy` of its squared Frobenius norm (0.999: U is off by at most 3.2% of its own norm);
+    A = diag(S) V^T (r, in), B = U_r (out, r). Stages of rank 16 each add up to a rank that a few singular directions
+    carry, so this ships the same update in fewer bytes."""
+    if not 0.0 < energy <= 1.0:
+        raise ValueError(f"energy must be in (0, 1], got {energy}")
+    sums: dict[str, torch.Tensor] = {}
+    for scaling, factors in stages:
+        for module, (a, b) in factors.items():
+            update = scaling * (b.double() @ a.double())  # (out, in)
+            sums[module] = sums[module] + update if module in sums else update
+    merged = {}
+    for module, update in sums.items():
+        u, s, vh = torch.linalg.svd(update, full_matrices=False)  # u (out, k), s (k,), vh (k, in)
+        kept = (s.square().cumsum(0) / s.square().sum().clamp(min=1e-300)).lt(energy).sum().item() + 1
+        kept = min(kept, s.numel())
+        merged[module] = ((s[:kept, None] * vh[:kept]).float(), u[:, :kept].float().contiguous())
+    return 1.0, merged
+
+
 def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_dir: str | Path = SHIPPED_DIR,
-         dtype: torch.dtype = torch.float16) -> dict[str, float]:
-    """Write the shipped files for a trained model; returns the size and the max deviation of the re-assembly."""
+         dtype: torch.dtype = torch.float16, merge_energy: float | None = None) -> dict[str, float]:
+    """Write the shipped files for a trained model; returns the size and the max deviation of the re-assembly.
+
+    merge_energy: ship the stages' LoRA updates merged and cut to that share of their energy (`merge_stages`)
+    instead of every stage's factors."""
     base, processor = build_base()
     n_base_rows = processor.tokenizer.get_vocab_size(with_added_tokens=False)
     trained_model = load_audiolm(final_dir)
@@ -54,6 +81,8 @@ def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_
     base_sd = base.state_dict()
     stages = [_read_adapter(Path(d)) for d in adapter_dirs]
     lora_modules = {m + ".weight" for _, factors in stages for m in factors}
+    if merge_energy is not None:
+        stages = [merge_stages(stages, merge_energy)]
     tensors: dict[str, torch.Tensor] = {}
     for key, value in trained.items():
         if key in lora_modules or key == "language_model.lm_head.weight":
