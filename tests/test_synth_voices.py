@@ -1,4 +1,4 @@
-"""The synthetic world's voice engines (piper, flite, Festival), the mixture and its held-out voices, the
+"""The synthetic world's voice engines (piper, hibari, flite, Festival), the mixture and its held-out voices, the
 speaker perturbation, the telephone band and the sentence pools. A handful of short clips each."""
 
 import shutil
@@ -35,6 +35,15 @@ def piper():
     except assets.AssetUnavailableError as err:
         pytest.skip(f"the pinned piper voice cannot be fetched: {err}")
     return piper
+
+
+@pytest.fixture(scope="module")
+def hibari():
+    """The hibari module once hibari-tts is installed; a clear skip otherwise."""
+    pytest.importorskip("hibari", reason="the hibari voice needs hibari-tts: pip install 'auralm[voices]'")
+    from auralm.synth import hibari
+
+    return hibari
 
 
 def plausible(audio: np.ndarray, words: int) -> None:
@@ -91,6 +100,30 @@ def test_the_real_speech_evals_speakers_are_refused():
             festival.synthesize("hello", voice)
     used = {v for pairs in speakers.NATURAL_VOICES.values() for _, v in pairs}
     assert not used & flite.FORBIDDEN and not any(bad in v for v in used for bad in festival.FORBIDDEN)
+
+
+def test_hibari_speaks_deterministically_from_the_rng_in_a_womans_pitch(hibari):
+    a = hibari.synthesize(SENTENCE, np.random.default_rng(0))
+    plausible(a, 8)
+    assert np.array_equal(a, hibari.synthesize(SENTENCE, np.random.default_rng(0)))
+    assert not np.array_equal(a, hibari.synthesize(SENTENCE, np.random.default_rng(1)))  # the noise is the rng's
+    slow = hibari.synthesize(SENTENCE, np.random.default_rng(0), length_scale=1.4)
+    assert speech.trim(slow).size / speech.trim(a).size == pytest.approx(1.4, rel=0.1)
+    assert 165 < f0(a) < 300  # Hz: the world's one female natural voice
+    two = hibari.synthesize("Hello there. Good bye!", np.random.default_rng(0))
+    assert speech.trim(two).size > speech.trim(hibari.synthesize("Hello there.", np.random.default_rng(0))).size
+    with pytest.raises(ValueError, match="empty"):
+        hibari.synthesize("  ", np.random.default_rng(0))
+
+
+def test_a_changed_hibari_voice_file_is_refused(hibari, monkeypatch):
+    monkeypatch.setattr(hibari, "VOICE_SHA256", "0" * 64)
+    hibari._voice.cache_clear()
+    try:
+        with pytest.raises(hibari.HibariError, match="not the pinned hibari voice"):
+            hibari.synthesize(SENTENCE, np.random.default_rng(0))
+    finally:
+        hibari._voice.cache_clear()
 
 
 def test_held_out_voices_never_reach_train():

@@ -1,16 +1,17 @@
 """Who speaks the world's English: a mixture of voice engines, whole voices held out per split, and the
 perturbations that turn each natural voice into many speakers.
 
-Engines: a piper neural voice (`piper.py`), CMU flite (`flite.py`), Festival (`festival.py`) and espeak-ng
-(`voices.py`, `speech.py`). A voice is an engine plus one of its voices, written `engine+voice` in manifests
+Engines: a piper neural voice (`piper.py`), hibari's Kokoro-distilled voice (`hibari.py`), CMU flite (`flite.py`),
+Festival (`festival.py`) and espeak-ng (`voices.py`, `speech.py`). A voice is an engine plus one of its voices, written `engine+voice` in manifests
 (`piper+joe`, `flite+kal16`, `festival+ked`; espeak-ng voices keep their `accent+variant` names).
 
 The partition holds whole voices out: dev and test hear voices that train never hears, whatever the perturbation.
 flite's kal, kal16 and Festival's kal are one speaker (Kevin Lenzo's diphones), so all three are train voices;
-piper has one voice, which train keeps (a pitch-shifted joe in test would still be joe). dev gets Festival's ked and
+piper and hibari have one voice each, which train keeps (a pitch-shifted joe in test would still be joe). dev gets Festival's ked and
 test flite's rms, an ARCTIC speaker who is not in the real-speech eval; flite's awb and slt and Festival's slt are
 the eval's speakers and are refused by their modules. espeak-ng keeps its own rule (variants partitioned by split,
-see voices.py). All four natural voices are male; the female share comes from espeak-ng.
+see voices.py). hibari's heart is the one female natural voice; the others are male, and espeak-ng adds more
+women.
 
 A natural voice becomes a speaker by a pitch-and-formant factor and a tempo, both drawn from the clip's generator:
 the engine speaks `tempo * pitch` times slower and the result is played `pitch` times faster (resampling), so the
@@ -25,23 +26,24 @@ import subprocess
 import numpy as np
 
 from auralm.checkpoint import assets
-from auralm.synth import augment, festival, flite, piper, speech, voices
+from auralm.synth import augment, festival, flite, hibari, piper, speech, voices
 from auralm.synth.voices import Voice
 
-ENGINES = ("piper", "flite", "festival", "espeak")
+ENGINES = ("piper", "hibari", "flite", "festival", "espeak")
 # Natural voices (engine, voice) of each split; no dev or test voice is ever heard in train.
 NATURAL_VOICES = {
-    "train": (("piper", "joe"), ("flite", "kal"), ("flite", "kal16"), ("festival", "kal")),
+    "train": (("piper", "joe"), ("hibari", "heart"), ("flite", "kal"), ("flite", "kal16"), ("festival", "kal")),
     "dev": (("festival", "ked"),),
     "test": (("flite", "rms"),),
 }
 # How often each engine speaks an English clip, per split. Train hears mostly natural voices; dev and test
 # have one natural voice each, so they weigh it against the held-out espeak-ng speakers.
 ENGINE_WEIGHTS = {
-    "train": {"piper": 0.4, "flite": 0.2, "festival": 0.2, "espeak": 0.2},
+    "train": {"piper": 0.3, "hibari": 0.25, "flite": 0.15, "festival": 0.15, "espeak": 0.15},
     "dev": {"festival": 0.6, "espeak": 0.4},
     "test": {"flite": 0.6, "espeak": 0.4},
 }
+FEMALE_VOICES = {("hibari", "heart")}  # the other natural voices are male
 # Pitch-and-formant factors: multiples of 1/20 because augment.change_speed resamples by n/20.
 PITCH_FACTORS = (0.9, 0.95, 1.0, 1.05, 1.1, 1.15)
 TEMPO_RANGE = (0.85, 1.2)  # duration factor of the utterance (> 1 slower)
@@ -70,7 +72,7 @@ class NaturalVoice:
 
     engine: str  # "piper", "flite" or "festival"
     voice: str  # the engine's voice, e.g. "kal16"
-    gender: str  # "male" for all four voices
+    gender: str  # "female" for hibari's heart, "male" for the others (FEMALE_VOICES)
     pitch: float  # pitch-and-formant factor (1 = the voice as shipped), one of PITCH_FACTORS
     tempo: float  # duration factor (> 1 slower)
 
@@ -104,23 +106,26 @@ def sample_speaker(rng: np.random.Generator, split: str, plain: bool = False) ->
         return voices.sample_plain_voice(rng, split) if plain else voices.sample_voice(rng, split, "en")
     options = [v for e, v in NATURAL_VOICES[split] if e == engine]
     voice = options[int(rng.integers(len(options)))]
+    gender = "female" if (engine, voice) in FEMALE_VOICES else "male"
     if plain:
-        return NaturalVoice(engine, voice, "male", 1.0, 1.0)
+        return NaturalVoice(engine, voice, gender, 1.0, 1.0)
     pitch = PITCH_FACTORS[int(rng.integers(len(PITCH_FACTORS)))]
     tempo = round(float(rng.uniform(*TEMPO_RANGE)), 2)
-    return NaturalVoice(engine, voice, "male", pitch, tempo)
+    return NaturalVoice(engine, voice, gender, pitch, tempo)
 
 
 def speak_many(texts: list[str], speaker: Speaker, rng: np.random.Generator) -> list[np.ndarray]:
     """Each text spoken by `speaker`: float32 at 16 kHz, with the engine's own silences (see speech.trim).
 
-    piper draws its noise from `rng`; the other engines are deterministic.
+    piper and hibari draw their noise from `rng`; the other engines are deterministic.
     """
     if isinstance(speaker, Voice):
         return [speech.synthesize(t, speaker) for t in texts]
     stretch = speaker.tempo * speaker.pitch  # the resampling below shortens by 1 / pitch
     if speaker.engine == "piper":
         raw = [piper.synthesize(t, rng, length_scale=stretch) for t in texts]
+    elif speaker.engine == "hibari":
+        raw = [hibari.synthesize(t, rng, length_scale=stretch) for t in texts]
     elif speaker.engine == "flite":
         raw = [flite.synthesize(t, speaker.voice, stretch) for t in texts]
     elif speaker.engine == "festival":
@@ -146,7 +151,7 @@ def fields(speaker: Speaker) -> dict:
 @functools.cache
 def check_installed() -> None:
     """Raise a clear error when an engine or voice the world uses is missing; fetch the piper voice once here,
-    before worker processes would each download it."""
+    before worker processes would each download it, and check the hibari voice's file."""
     voices.check_installed()
     try:
         listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=True).stdout.split()
@@ -171,3 +176,7 @@ def check_installed() -> None:
     except ImportError as err:
         raise RuntimeError(f"the piper voice needs {err.name}: pip install 'auralm[voices]'") from err
     assets.fetch_all([assets.PIPER_JOE_ONNX, assets.PIPER_JOE_CONFIG])
+    try:  # loads the voice once and checks its sha256
+        hibari.synthesize("a", np.random.default_rng(0))
+    except hibari.HibariError as err:
+        raise RuntimeError(str(err)) from err

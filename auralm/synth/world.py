@@ -34,8 +34,9 @@ from auralm.synth.speech import SAMPLE_RATE
 from auralm.synth.tasks import BUILDERS
 
 SPLITS = voices.SPLITS
-# Bump when a change makes old worlds differ from new ones for the same seed (2: the mixture of voice engines).
-WORLD_VERSION = 2
+# Bump when a change makes old worlds differ from new ones for the same seed (2: the mixture of voice engines;
+# 3: hibari's female voice joins it).
+WORLD_VERSION = 3
 # Relative number of clips per task (ASR gets the most: it carries the vocabulary).
 TASK_WEIGHTS = {
     "asr": 4.0, "s2tt": 1.5, "srwt": 1.0, "lid": 1.0, "speaker": 1.0, "sound_event": 1.0, "scene": 1.0,
