@@ -160,3 +160,44 @@ def test_the_encoders_top_blocks_train_after_the_projector_and_nothing_below_the
     assert all(k.startswith(("multi_modal_projector.", f"audio_tower.layers.{top}.", "audio_tower.layer_norm."))
                for k in changed), changed
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags  # as they were
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_an_interrupted_alignment_resumes_after_its_last_epoch_and_ends_as_an_uninterrupted_one(setup, tmp_path):
+    root, folder, train, dev = setup
+    cfg = AlignConfig(epochs=3, batch_size=8, lr=1e-2, encoder_layers=1, encoder_epochs=2, encoder_lr=1e-3,
+                      encoder_head_lr=1e-3)
+
+    def run(state_file, stop_at=None):
+        model, processor = AudioLM.from_pretrained(folder), Processor.from_pretrained(folder)
+        train_u, dev_u = spoken_utterances(train, processor.tokenizer), spoken_utterances(dev, processor.tokenizer)
+        cache = EncoderCache(root / "cache", encoder_fingerprint(model))
+        logs: list[str] = []
+
+        def log(message):
+            logs.append(message)
+            if stop_at and message.startswith(stop_at):
+                raise _Stop(message)
+
+        metrics = align_projector(model, processor, train_u, dev_u, cache, cfg, log=log, state_file=state_file)
+        return model, metrics, logs
+
+    whole, whole_metrics, _ = run(None)
+    state = tmp_path / "state.pt"
+    with pytest.raises(_Stop):
+        run(state, stop_at="projector epoch 2/3")  # killed after its second epoch was saved
+    with pytest.raises(_Stop):
+        run(state, stop_at="encoder epoch 1/2")
+    resumed, metrics, logs = run(state)
+    assert logs[0].startswith("encoded") and logs[1].startswith("resuming after encoder epoch 1")
+    assert not any(line.startswith("projector epoch") for line in logs)  # nothing done twice
+    assert metrics["epoch_losses"] == pytest.approx(whole_metrics["epoch_losses"], rel=1e-5)
+    assert metrics["steps"] == whole_metrics["steps"]
+    for (k, a), (_, b) in zip(resumed.state_dict().items(), whole.state_dict().items()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=k)
+    with pytest.raises(ValueError, match="other settings or clips"):
+        cfg = AlignConfig(epochs=4, batch_size=8, lr=1e-2, encoder_layers=1, encoder_epochs=2)
+        run(state)

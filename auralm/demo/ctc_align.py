@@ -29,11 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -248,10 +249,21 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
+def _save_state(path: Path, state: dict) -> None:
+    """Write a resume state atomically (a killed write leaves the previous state)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def align_projector(model, processor, train: list[Utterance], dev: list[Utterance], cache: EncoderCache,
-                    cfg: AlignConfig, log: Callable[[str], None] = _print) -> dict:
+                    cfg: AlignConfig, log: Callable[[str], None] = _print, state_file: Path | None = None) -> dict:
     """Train `model.multi_modal_projector.linear` in place by cosine CTC (see the module doc), then, with
-    `cfg.encoder_layers`, the encoder's top blocks with it; returns metrics."""
+    `cfg.encoder_layers`, the encoder's top blocks with it; returns metrics.
+
+    With `state_file`, the head, the trained encoder blocks, the optimiser, the schedule and the batch order are
+    saved there after every epoch, and a run that finds the file resumes after its last finished epoch (the same
+    result as an uninterrupted run; a state written with other settings or clips is refused)."""
     t0 = time.time()
     encode_clips(cache, processor, model, {u.audio: u.seconds for u in train + dev}, progress=True)
     log(f"encoded {len(train) + len(dev)} clips in {time.time() - t0:.0f} s")
@@ -264,6 +276,24 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
     rng = random.Random(cfg.seed)
     metrics: dict = {"clips": len(train), "vocab": len(vocab), "epoch_losses": []}
     train_frames, dev_frames = CachedFrames(cache, train), CachedFrames(cache, dev)
+    tower = model.audio_tower
+    blocks = [p for block in tower.layers[len(tower.layers) - cfg.encoder_layers:] for p in block.parameters()]
+    blocks = blocks + list(tower.layer_norm.parameters()) if cfg.encoder_layers else []
+    signature = {"config": asdict(cfg), "train": [u.audio for u in train], "vocab": vocab}
+    resume = None
+    if state_file is not None and state_file.is_file():
+        resume = torch.load(state_file, weights_only=False)
+        if resume["signature"] != signature:
+            raise ValueError(f"{state_file} was written by a CTC alignment with other settings or clips; "
+                             "delete it to start over")
+        head.load_state_dict(resume["head"])
+        with torch.no_grad():
+            for p, saved in zip(blocks, resume["blocks"]):
+                p.copy_(saved)
+        metrics = resume["metrics"]
+        rng.setstate(resume["rng"])
+        torch.set_rng_state(resume["torch_rng"])
+        log(f"resuming after {resume['phase']} epoch {resume['epoch']} ({state_file})")
 
     def dev_wers(suffix: str) -> str:
         """Fill metrics["dev_wer" + suffix] (speech) and ["dev_sound_wer" + suffix] (sound names, if any)."""
@@ -275,13 +305,20 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
         return ", ".join(parts)
 
     def run(epochs: int, groups: list[dict], warmup: int, pool: int, name: str) -> None:
-        """`epochs` passes of CTC over the train clips, optimising `groups` (cosine decay to 10%)."""
+        """`epochs` passes of CTC over the train clips, optimising `groups` (cosine decay to 10%); with a resume
+        state, only the epochs of this phase it had not finished."""
         params = [p for g in groups for p in g["params"]]
         steps = epochs * math.ceil(len(train) / cfg.batch_size)
         opt = torch.optim.AdamW(groups, weight_decay=0.0)
         sched = build_scheduler(opt, warmup_steps=warmup, total_steps=steps, min_ratio=0.1)
-        metrics["steps"] = metrics.get("steps", 0) + steps
-        for epoch in range(epochs):
+        first = 0
+        if resume is not None and resume["phase"] == name:
+            opt.load_state_dict(resume["opt"])
+            sched.load_state_dict(resume["sched"])
+            first = resume["epoch"]
+        else:
+            metrics["steps"] = metrics.get("steps", 0) + steps
+        for epoch in range(first, epochs):
             total, count = 0.0, 0
             for batch in _batches(train_frames.sizes(), cfg.batch_size, rng, pool):
                 h, lengths = train_frames.batch(batch)  # (B, T, De), (B,)
@@ -298,21 +335,26 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
             msg = f"{name} epoch {epoch + 1}/{epochs}: ctc loss {total / count:.3f}"
             if dev:
                 msg += f", {dev_wers('')}"
-            log(msg)
             metrics["epoch_losses"].append(total / count)
+            if state_file is not None:
+                _save_state(state_file, {
+                    "signature": signature, "phase": name, "epoch": epoch + 1, "head": head.state_dict(),
+                    "blocks": [p.detach().clone() for p in blocks], "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                    "metrics": metrics,
+                })  # fmt: skip
+            log(msg)
 
-    if dev:
+    if dev and resume is None:
         log(f"before: {dev_wers('_before')}")
-    run(cfg.epochs, [{"params": list(head.parameters()), "lr": cfg.lr}], 0, 0, "projector")
+    if resume is None or resume["phase"] == "projector":
+        run(cfg.epochs, [{"params": list(head.parameters()), "lr": cfg.lr}], 0, 0, "projector")
     if cfg.encoder_layers and cfg.encoder_epochs:
         t1 = time.time()
         train_frames = UpperFrames(model, processor, train, cfg.encoder_layers)
         dev_frames = UpperFrames(model, processor, dev, cfg.encoder_layers)
         log(f"encoded {len(train) + len(dev)} clips below the top {cfg.encoder_layers} encoder blocks "
             f"in {time.time() - t1:.0f} s")
-        tower = model.audio_tower
-        blocks = [p for block in tower.layers[-cfg.encoder_layers:] for p in block.parameters()]
-        blocks += list(tower.layer_norm.parameters())
         trainable = [p.requires_grad for p in blocks]
         for p in blocks:
             p.requires_grad_(True)

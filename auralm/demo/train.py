@@ -164,7 +164,8 @@ def voice_manifest(train: Path, out: Path, base: Path, seed: int = 0, said_clips
 
 def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_head: bool = False,
               drop_blank: bool = False, encoder_layers: int = 0) -> Path:
-    """Align the base model's projector by CTC (skipped once `run/ctc/final` exists); returns its folder. With
+    """Align the base model's projector by CTC (skipped once `run/ctc/final` exists; resumed after its last finished
+    epoch when interrupted); returns its folder. With
     `keep_head` the projector keeps the CTC head (frames reach the LLM as posterior mixes of its rows), and with
     `drop_blank` the LLM attends only to its non-blank frames. With `encoder_layers`, the encoder's top blocks then
     train with the head (`AlignConfig.encoder_epochs`)."""
@@ -180,12 +181,15 @@ def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_h
     dev_utts = spoken_utterances(data["dev"], processor.tokenizer, sounds=True)
     dev_utts = random.Random(0).sample(dev_utts, min(len(dev_utts), 500))
     cache = EncoderCache(run / "encoder_cache", encoder_fingerprint(model))
-    metrics = align_projector(model, processor, train_utts, dev_utts, cache, cfg)
+    state = run / "ctc" / "state.pt"  # after every epoch: an interrupted stage resumes there
+    state.parent.mkdir(parents=True, exist_ok=True)
+    metrics = align_projector(model, processor, train_utts, dev_utts, cache, cfg, state_file=state)
     tmp = final.with_name("final.tmp")
     save_audiolm(model, tmp, generation_defaults=read_generation_defaults(base))
     processor.save_pretrained(tmp)
     (tmp / "ctc_align.json").write_text(json.dumps(metrics, indent=1))
     tmp.replace(final)
+    state.unlink()
     return final
 
 
