@@ -21,8 +21,8 @@
 4. dpo: preference pairs, LoRA, the SFT model as the frozen reference.
 5. voice (after dpo): voice chat, the train split's arithmetic typed, and a replay of the other tasks; LoRA r=8
    (`voice_manifest`; `--voice-said N` adds sentences heard alone and answered as the LLM answers them typed).
-Every stage resumes from its checkpoints and is skipped once its final folder exists; then the shipped files are
-packed (`auralm.demo.package`).
+Every stage resumes from its checkpoints (the ctc stage after its last finished epoch) and is skipped once its final
+folder exists; then the shipped files are packed (`auralm.demo.package`).
 """
 
 from __future__ import annotations
