@@ -198,6 +198,37 @@ def test_an_interrupted_alignment_resumes_after_its_last_epoch_and_ends_as_an_un
     assert metrics["steps"] == whole_metrics["steps"]
     for (k, a), (_, b) in zip(resumed.state_dict().items(), whole.state_dict().items()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=k)
-    with pytest.raises(ValueError, match="other settings or clips"):
+    with pytest.raises(ValueError, match="another model, settings or clips"):
         cfg = AlignConfig(epochs=4, batch_size=8, lr=1e-2, encoder_layers=1, encoder_epochs=2)
         run(state)
+
+    # Killed right after the projector's last epoch, before the encoder phase began.
+    cfg = AlignConfig(epochs=2, batch_size=8, lr=1e-2, encoder_layers=1, encoder_epochs=1, encoder_lr=1e-3)
+    whole, whole_metrics, _ = run(None)
+    state = tmp_path / "state2.pt"
+    with pytest.raises(_Stop):
+        run(state, stop_at="projector epoch 2/2")
+    resumed, metrics, logs = run(state)
+    assert logs[1].startswith("resuming after projector epoch 2") and metrics["steps"] == whole_metrics["steps"]
+    for (k, a), (_, b) in zip(resumed.state_dict().items(), whole.state_dict().items()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=k)
+
+    # A frozen encoder and the head kept as the projector.
+    cfg = AlignConfig(epochs=3, batch_size=8, lr=1e-2, keep_head=True)
+    whole, _, _ = run(None)
+    state = tmp_path / "state3.pt"
+    with pytest.raises(_Stop):
+        run(state, stop_at="projector epoch 1/3")
+    resumed, _, _ = run(state)
+    for (k, a), (_, b) in zip(resumed.state_dict().items(), whole.state_dict().items()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=k)
+
+
+def test_more_encoder_layers_than_the_encoder_has_are_refused(setup):
+    root, folder, train, dev = setup
+    model, processor = AudioLM.from_pretrained(folder), Processor.from_pretrained(folder)
+    utts = spoken_utterances(train, processor.tokenizer)
+    cache = EncoderCache(root / "cache", encoder_fingerprint(model))
+    too_many = len(model.audio_tower.layers) + 1
+    with pytest.raises(ValueError, match=f"encoder_layers must be 0..{too_many - 1}"):
+        align_projector(model, processor, utts, [], cache, AlignConfig(encoder_layers=too_many), log=lambda m: None)

@@ -111,9 +111,25 @@ def test_hibari_speaks_deterministically_from_the_rng_in_a_womans_pitch(hibari):
     assert speech.trim(slow).size / speech.trim(a).size == pytest.approx(1.4, rel=0.1)
     assert 165 < f0(a) < 300  # Hz: the world's one female natural voice
     two = hibari.synthesize("Hello there. Good bye!", np.random.default_rng(0))
-    assert speech.trim(two).size > speech.trim(hibari.synthesize("Hello there.", np.random.default_rng(0))).size
+    hibari.SENTENCE_SILENCE, pause = 0.0, hibari.SENTENCE_SILENCE
+    try:
+        joined = hibari.synthesize("Hello there. Good bye!", np.random.default_rng(0))
+    finally:
+        hibari.SENTENCE_SILENCE = pause
+    assert two.size - joined.size == round(pause * SAMPLE_RATE)  # the pause between the two sentences
     with pytest.raises(ValueError, match="empty"):
         hibari.synthesize("  ", np.random.default_rng(0))
+
+
+def test_hibari_speakers_are_drawn_as_women_and_spoken_through_the_mixture(hibari):
+    draw = [speakers.sample_speaker(np.random.default_rng(s), "train") for s in range(200)]
+    heart = [s for s in draw if isinstance(s, speakers.NaturalVoice) and s.engine == "hibari"]
+    assert heart and all(s.gender == "female" and s.name == "hibari+heart" for s in heart)
+    assert all(s.gender == "male" for s in draw if isinstance(s, speakers.NaturalVoice) and s.engine != "hibari")
+    speaker = speakers.NaturalVoice("hibari", "heart", "female", 1.1, 1.0)
+    audio = speakers.speak(SENTENCE, speaker, np.random.default_rng(0))
+    plain = hibari.synthesize(SENTENCE, np.random.default_rng(0), length_scale=1.1)  # spoken 1.1x slower ...
+    assert np.array_equal(audio, augment.change_speed(plain, 1.1))  # ... and played 1.1x faster
 
 
 def test_a_changed_hibari_voice_file_is_refused(hibari, monkeypatch):
@@ -121,6 +137,10 @@ def test_a_changed_hibari_voice_file_is_refused(hibari, monkeypatch):
     hibari._voice.cache_clear()
     try:
         with pytest.raises(hibari.HibariError, match="not the pinned hibari voice"):
+            hibari.synthesize(SENTENCE, np.random.default_rng(0))
+        monkeypatch.setattr(hibari, "VERSION", "9.9")
+        hibari._voice.cache_clear()
+        with pytest.raises(hibari.HibariError, match="hibari-tts 0.2.1 is installed"):
             hibari.synthesize(SENTENCE, np.random.default_rng(0))
     finally:
         hibari._voice.cache_clear()

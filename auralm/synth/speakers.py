@@ -1,17 +1,18 @@
 """Who speaks the world's English: a mixture of voice engines, whole voices held out per split, and the
 perturbations that turn each natural voice into many speakers.
 
-Engines: a piper neural voice (`piper.py`), hibari's Kokoro-distilled voice (`hibari.py`), CMU flite (`flite.py`),
-Festival (`festival.py`) and espeak-ng (`voices.py`, `speech.py`). A voice is an engine plus one of its voices, written `engine+voice` in manifests
-(`piper+joe`, `flite+kal16`, `festival+ked`; espeak-ng voices keep their `accent+variant` names).
+Engines: a piper neural voice (`piper.py`), hibari's Kokoro-distilled voice (`hibari.py`), CMU flite
+(`flite.py`), Festival (`festival.py`) and espeak-ng (`voices.py`, `speech.py`). A voice is an engine plus one of
+its voices, written `engine+voice` in manifests (`piper+joe`, `hibari+heart`, `flite+kal16`, `festival+ked`;
+espeak-ng voices keep their `accent+variant` names).
 
 The partition holds whole voices out: dev and test hear voices that train never hears, whatever the perturbation.
 flite's kal, kal16 and Festival's kal are one speaker (Kevin Lenzo's diphones), so all three are train voices;
-piper and hibari have one voice each, which train keeps (a pitch-shifted joe in test would still be joe). dev gets Festival's ked and
-test flite's rms, an ARCTIC speaker who is not in the real-speech eval; flite's awb and slt and Festival's slt are
-the eval's speakers and are refused by their modules. espeak-ng keeps its own rule (variants partitioned by split,
-see voices.py). hibari's heart is the one female natural voice; the others are male, and espeak-ng adds more
-women.
+piper and hibari have one voice each, which train keeps (a pitch-shifted joe in test would still be joe). dev gets
+Festival's ked and test flite's rms, an ARCTIC speaker who is not in the real-speech eval; flite's awb and slt and
+Festival's slt are the eval's speakers and are refused by their modules. espeak-ng keeps its own rule (variants
+partitioned by split, see voices.py). hibari's heart is the one female natural voice; the others are male, and
+espeak-ng adds more women.
 
 A natural voice becomes a speaker by a pitch-and-formant factor and a tempo, both drawn from the clip's generator:
 the engine speaks `tempo * pitch` times slower and the result is played `pitch` times faster (resampling), so the
@@ -68,9 +69,9 @@ _check_partition()
 
 @dataclasses.dataclass(frozen=True)
 class NaturalVoice:
-    """One natural voice of piper, flite or Festival, perturbed into a speaker."""
+    """One natural voice of piper, hibari, flite or Festival, perturbed into a speaker."""
 
-    engine: str  # "piper", "flite" or "festival"
+    engine: str  # "piper", "hibari", "flite" or "festival"
     voice: str  # the engine's voice, e.g. "kal16"
     gender: str  # "female" for hibari's heart, "male" for the others (FEMALE_VOICES)
     pitch: float  # pitch-and-formant factor (1 = the voice as shipped), one of PITCH_FACTORS
@@ -170,13 +171,13 @@ def check_installed() -> None:
                 f"festival cannot speak with {voice!r}; run scripts/system-deps.sh (apt-get install festival "
                 "festvox-kallpc16k festvox-kdlpc16k)"
             ) from err
-    try:  # imported here only to say what is missing; the session itself is built in each worker
+    try:  # imported here only to say what is missing; piper's session is built in each worker
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError as err:
         raise RuntimeError(f"the piper voice needs {err.name}: pip install 'auralm[voices]'") from err
     assets.fetch_all([assets.PIPER_JOE_ONNX, assets.PIPER_JOE_CONFIG])
-    try:  # loads the voice once and checks its sha256
+    try:  # loads the voice (version and sha256 checked) in this process; forked workers inherit it
         hibari.synthesize("a", np.random.default_rng(0))
     except hibari.HibariError as err:
         raise RuntimeError(str(err)) from err

@@ -5,7 +5,7 @@ texts.py), so a clip is a pure function of (split, seed). The record holds the t
 (auralm.data.manifest); the world driver adds id, audios and duration.
 
 Who speaks: English speech in ASR, translation, word timestamps, voice chat and mixed audio comes from the
-mixture of engines (speakers.py: piper, flite, Festival, espeak-ng). Two tasks keep espeak-ng alone: language
+mixture of engines (speakers.py: piper, hibari, flite, Festival, espeak-ng). Two tasks keep espeak-ng alone: language
 identification, because the natural voices speak only English and would give the language away, and speaker
 attributes, whose labels (gender, rate and pitch bands) are espeak-ng settings. German, French and Spanish are
 espeak-ng's.
