@@ -64,3 +64,23 @@ def test_two_graphs_serve_every_batch_size_and_length(setup):
         eager = generate(model, inputs, GenerationConfig(max_new_tokens=budget))
         assert torch.equal(generate(model, inputs, GenerationConfig(max_new_tokens=budget), step_fn=step), eager)
     assert counters["stats"]["unique_graphs"] - before == 2
+
+
+@pytest.mark.slow
+def test_a_bfloat16_decoder_compiles_unfrozen_and_chooses_the_eager_tokens(setup):
+    from auralm.infer import compiled as compiled_module
+
+    folder, proc, texts = setup
+    eager = AudioLM.from_pretrained(folder, dtype=torch.bfloat16)
+    model = AudioLM.from_pretrained(folder, dtype=torch.bfloat16)
+    assert not compiled_module.frozen(model) and compiled_module.inductor_options(model) == {"freezing": False}
+    assert compiled_module.frozen(AudioLM.from_pretrained(folder))  # float32: frozen, packed weights
+    step = compile_decode(model)
+    inputs = proc(text=texts, audio=CLIPS)
+    cfg = GenerationConfig(max_new_tokens=8)
+    assert torch.equal(generate(model, inputs, cfg, step_fn=step), generate(eager, inputs, cfg))
+    # Unfrozen, the graph reads the module's own weights: a change to them shows in the next step.
+    with torch.no_grad():
+        model.language_model.lm_head.weight.zero_()  # every logit becomes 0
+    zeroed = generate(model, inputs, GenerationConfig(max_new_tokens=3), step_fn=step)
+    assert (zeroed[:, -2:] == 0).all()  # argmax of equal logits: token 0, from the compiled steps too

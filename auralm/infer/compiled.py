@@ -1,22 +1,31 @@
-"""A compiled decode step: `torch.compile` (inductor) with the weights frozen into the graph and matrix kernels
-generated for their shapes, over static shapes.
+"""A compiled decode step: `torch.compile` (inductor) over static shapes; a float32 decoder's weights frozen into the
+graph with matrix kernels generated for their shapes, a 16-bit decoder's read where they are.
 
     from auralm.infer.compiled import compile_decode
     step = compile_decode(model)   # DecodeBatch.prefill(model, ..., step_fn=step): its steps run the compiled graph
 
-Decode on a CPU is bound by reading the weights once per step; with the weights frozen, inductor's CPP GEMM
-template (max-autotune) streams them on every core, where MKL runs one-row products on one (see _INDUCTOR_OPTIONS;
-the packed weights are a second copy next to the eager ones). The step reads
-the whole preallocated cache under a key mask and returns the new keys/values instead of writing them (a graph
-that mutates its inputs copies them whole), so its shapes depend only on (batch, cache capacity): one compilation
+Decode on a CPU is bound by reading the weights once per step; with float32 weights frozen, inductor's CPP GEMM
+template (max-autotune) streams them on every core, where MKL runs one-row products on one (see _FROZEN; the
+packed weights are a second copy next to the eager ones). The step reads the whole preallocated cache under a key
+mask and returns the new keys/values instead of writing them (a graph that mutates its inputs copies them whole),
+so its shapes depend only on (batch, cache capacity): one compilation
 serves every step of a generation. The cache capacity (prompt + max_new_tokens) is a dynamic dimension, so two
 graphs serve every request: one for a batch of one and one for every larger batch (`warm_up` compiles both before
 the first request). The weights are captured when a graph compiles: compile a model for inference only, after any
 weight change (LoRA merged, dtype set).
 
-Cost, measured on the demo model (SmolLM2-135M decoder, float32, 2 threads of this AVX2 VM): a decode step at
-batch one 59.6 ms eager -> 26.3 ms compiled; compiling a graph 90-140 s; resident memory +1.3 GB (the packed weights
-beside the eager ones, plus inductor itself). `compile_pays` decides where the default turns it on.
+A bfloat16 (or float16) decoder compiles without freezing (`inductor_options`): its one-row products stay in ATen's
+kernels, which read half the bytes, and inductor fuses the rest of the step (norms, RoPE, attention, the cache
+mask), so the graph reads the module's own weights and holds no second copy. Measured on the demo model
+(SmolLM2-135M decoder, 2 threads of this AVX2 VM, batch one after a 256-token prompt, one run, 2026-12-07):
+
+| decoder | step eager | step compiled | compiling | resident memory added |
+|---|---:|---:|---:|---:|
+| float32, frozen (max-autotune CPP GEMM) | 74.3 ms | 31.0 ms | 143 s | +1381 MB (the packed copy) |
+| bfloat16, not frozen | 57.2 ms | 35.7 ms | 14 s | +95 MB |
+| bfloat16, frozen (the float32 options) | 57.2 ms | 35.4 ms | 40 s | +840 MB |
+
+Greedy tokens equal eager in every row. `compile_pays` decides where the default turns it on.
 """
 
 from __future__ import annotations
@@ -33,16 +42,28 @@ from auralm.infer.sampling import GenerationConfig
 from auralm.model.kv_cache import StaticStep
 from auralm.model.quant import QuantLinear
 
-# `compile_pays`: the compiled step keeps its own packed copy of the decoder weights (and inductor's memory); it is
-# turned on by default only when the process can hold that many times the decoder's bytes beside what it uses.
-MEMORY_FACTOR = 3
+# `compile_pays`: a frozen (float32) step keeps its own packed copy of the decoder weights (and inductor's memory);
+# it is turned on by default only when the process can hold that many times the decoder's bytes beside what it
+# uses. An unfrozen (16-bit) step adds only inductor's own memory (+95 MB on the demo's 273 MB decoder).
+MEMORY_FACTOR = {"frozen": 3.0, "unfrozen": 0.5}
+
+# float32: freezing makes the weights constants that inductor pre-packs, and max_autotune with the CPP GEMM template
+# generates its own matrix kernels (OpenMP-parallel, blocked for the cache), kept where they beat the ATen/MKL call;
+# at one row per sequence MKL runs the float32 matrix-vector product on one core (~11 GB/s here), the template
+# streams the weights on every core (~34 GB/s, the machine's copy bandwidth). 16-bit weights: no freezing (see the
+# module docstring).
+_FROZEN = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+_UNFROZEN = {"freezing": False}
 
 
-# freezing: weights become constants that inductor pre-packs. max_autotune with the CPP GEMM template: inductor
-# generates its own matrix kernels (OpenMP-parallel, blocked for the cache) and keeps them where they beat the
-# ATen/MKL call; at one row per sequence MKL runs the matrix-vector product on one core (~11 GB/s here), the
-# template streams the weights on every core (~34 GB/s, the machine's copy bandwidth).
-_INDUCTOR_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+def frozen(model: nn.Module) -> bool:
+    """Whether `model`'s decode step compiles with frozen, packed weights: a float32 decoder does, 16-bit not."""
+    return model.language_model.lm_head.weight.dtype == torch.float32
+
+
+def inductor_options(model: nn.Module) -> dict:
+    """The inductor settings `model`'s decode step compiles with (`frozen`)."""
+    return _FROZEN if frozen(model) else _UNFROZEN
 
 
 class _Step(nn.Module):
@@ -68,10 +89,12 @@ class CompiledDecodeStep:
             # The static step keeps one RoPE base for the whole batch; dynamic NTK gives each row its own.
             raise ValueError("compile=True does not support dynamic-NTK RoPE (Qwen-Audio v1 folders); decode eagerly")
         self.fn = torch.compile(_Step(model.language_model).eval(), fullgraph=True, dynamic=None)
+        self.options = inductor_options(model)
 
     @torch.no_grad()
     def __call__(self, tokens, keys, values, key_valid, positions):
-        # Freezing turns the weights into constants so inductor can pre-pack them; it applies while compiling.
+        # Freezing (float32) turns the weights into constants so inductor can pre-pack them; it applies while
+        # compiling.
         # The cache capacity (prompt + max_new_tokens) changes with every request: one graph serves them all.
         for t, dim in ((keys, 3), (values, 3), (key_valid, 1)):
             torch._dynamo.maybe_mark_dynamic(t, dim)
@@ -80,12 +103,12 @@ class CompiledDecodeStep:
             # own graph, where the matrix-vector kernels are fastest.
             for t, dim in ((tokens, 0), (keys, 1), (values, 1), (key_valid, 0), (positions, 0)):
                 torch._dynamo.mark_dynamic(t, dim)
-        with inductor_config.patch(**_INDUCTOR_OPTIONS):
+        with inductor_config.patch(**self.options):
             return self.fn(tokens, keys, values, key_valid, positions)
 
 
 def decoder_bytes(model: nn.Module) -> int:
-    """Bytes of the language model's weights (what a compiled graph packs a copy of)."""
+    """Bytes of the language model's weights (what a frozen graph packs a copy of)."""
     return sum(t.numel() * t.element_size() for t in model.language_model.state_dict().values())
 
 
@@ -104,18 +127,20 @@ def available_memory() -> int | None:
 def compile_pays(model: nn.Module) -> tuple[bool, str]:
     """Whether the default ("auto") compiles this model's decode step, and why: only on a CPU (where the compiled
     step streams the weights on every core), not for quantized layers (torch's int8/int4 kernels are already the
-    fast path), not for dynamic-NTK RoPE (unsupported), and only when MEMORY_FACTOR x the decoder's bytes are free."""
+    fast path), not for dynamic-NTK RoPE (unsupported), and only when MEMORY_FACTOR x the decoder's bytes are free
+    (3x for a frozen float32 step, 0.5x for an unfrozen 16-bit one)."""
     if next(model.parameters()).device.type != "cpu":
         return False, "the model is not on the CPU"
     if any(isinstance(m, QuantLinear) for m in model.modules()):
         return False, "the decoder is quantized"
     if model.cfg.decoder.rope_dynamic_ntk:
         return False, "dynamic-NTK RoPE (Qwen-Audio v1) decodes eagerly"
-    need, free = MEMORY_FACTOR * decoder_bytes(model), available_memory()
+    factor = MEMORY_FACTOR["frozen" if frozen(model) else "unfrozen"]
+    need, free = int(factor * decoder_bytes(model)), available_memory()
     if free is None or free < need:
         have = "unknown" if free is None else f"{free / 2**30:.1f} GiB"
         return False, f"needs {need / 2**30:.1f} GiB of free memory, {have} available"
-    return True, f"{need / 2**30:.1f} GiB ({MEMORY_FACTOR}x the decoder's bytes) fit in the {free / 2**30:.1f} GiB available"
+    return True, f"{need / 2**30:.1f} GiB ({factor:g}x the decoder's bytes) fit in the {free / 2**30:.1f} GiB available"
 
 
 @torch.no_grad()
