@@ -84,3 +84,19 @@ def test_a_bfloat16_decoder_compiles_unfrozen_and_chooses_the_eager_tokens(setup
         model.language_model.lm_head.weight.zero_()  # every logit becomes 0
     zeroed = generate(model, inputs, GenerationConfig(max_new_tokens=3), step_fn=step)
     assert (zeroed[:, -2:] == 0).all()  # argmax of equal logits: token 0, from the compiled steps too
+
+
+@pytest.mark.slow
+def test_an_int8_decoder_compiles_unfrozen_and_chooses_the_eager_tokens(setup):
+    from auralm.infer import compiled as compiled_module
+    from auralm.model.quant import QuantLinear
+
+    folder, proc, texts = setup
+    eager = AudioLM.from_pretrained(folder, quantize="int8")
+    model = AudioLM.from_pretrained(folder, quantize="int8")
+    assert any(isinstance(m, QuantLinear) for m in model.language_model.modules())
+    assert not compiled_module.frozen(model)
+    step = compile_decode(model)
+    inputs = proc(text=texts, audio=CLIPS)
+    cfg = GenerationConfig(max_new_tokens=8)
+    assert torch.equal(generate(model, inputs, cfg, step_fn=step), generate(eager, inputs, cfg))

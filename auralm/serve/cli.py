@@ -57,8 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "OMP_NUM_THREADS when set)")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="compile the decode step in the background and switch to it when ready (auto: on a CPU when "
-                        "the model is not quantized and memory allows; about 2x faster decoding, a minute or more "
-                        "of compiling, a second copy of the decoder weights)")
+                        "memory allows; about 1.6-2.4x faster decoding on the demo, 15 s to a few minutes of "
+                        "compiling; a float32 decoder is held twice, a bfloat16 or quantized one once)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
     return p
