@@ -166,6 +166,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_an_interrupted_alignment_resumes_after_its_last_epoch_and_ends_as_an_uninterrupted_one(setup, tmp_path):
     root, folder, train, dev = setup
     cfg = AlignConfig(epochs=3, batch_size=8, lr=1e-2, encoder_layers=1, encoder_epochs=2, encoder_lr=1e-3,
