@@ -288,8 +288,10 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
     rng = random.Random(cfg.seed)
     metrics: dict = {"clips": len(train), "vocab": len(vocab), "epoch_losses": []}
     train_frames, dev_frames = CachedFrames(cache, train), CachedFrames(cache, dev)
-    blocks = [p for block in tower.layers[len(tower.layers) - cfg.encoder_layers:] for p in block.parameters()]
-    blocks = blocks + list(tower.layer_norm.parameters()) if cfg.encoder_layers else []
+    blocks: list[nn.Parameter] = []  # what trains with the head in the encoder phase: the top blocks and final norm
+    if cfg.encoder_layers:
+        blocks = [p for block in tower.layers[-cfg.encoder_layers:] for p in block.parameters()]
+        blocks += list(tower.layer_norm.parameters())
     if resume is not None:
         head.load_state_dict(resume["head"])
         with torch.no_grad():

@@ -8,16 +8,16 @@ Decode on a CPU is bound by reading the weights once per step; with float32 weig
 template (max-autotune) streams them on every core, where MKL runs one-row products on one (see _FROZEN; the
 packed weights are a second copy next to the eager ones). The step reads the whole preallocated cache under a key
 mask and returns the new keys/values instead of writing them (a graph that mutates its inputs copies them whole),
-so its shapes depend only on (batch, cache capacity): one compilation
-serves every step of a generation. The cache capacity (prompt + max_new_tokens) is a dynamic dimension, so two
-graphs serve every request: one for a batch of one and one for every larger batch (`warm_up` compiles both before
-the first request). The weights are captured when a graph compiles: compile a model for inference only, after any
-weight change (LoRA merged, dtype set).
+so its shapes depend only on (batch, cache capacity): one compilation serves every step of a generation. The cache
+capacity (prompt + max_new_tokens) is a dynamic dimension, so two graphs serve every request: one for a batch of
+one and one for every larger batch (`warm_up` compiles both before the first request). A frozen graph captures the
+weights when it compiles: compile a model for inference only, after any weight change (LoRA merged, dtype set).
 
 A bfloat16 (or float16) or quantized decoder compiles without freezing (`inductor_options`): its one-row products
-stay in ATen's kernels (bfloat16, int8, int4: half the bytes or fewer), and inductor fuses the rest of the step (norms, RoPE, attention, the cache
-mask), so the graph reads the module's own weights and holds no second copy. Measured on the demo model
-(SmolLM2-135M decoder, 2 threads of this AVX2 VM, batch one after a 256-token prompt, one run, 2026-12-07):
+stay in ATen's kernels (bfloat16, int8, int4: half the bytes or fewer), and inductor fuses the rest of the step
+(norms, RoPE, attention, the cache mask), so the graph reads the module's own weights and holds no second copy.
+Measured on the demo model (SmolLM2-135M decoder, 2 threads of this AVX2 VM, batch one after a 256-token prompt,
+one run, 2026-12-07):
 
 | decoder | step eager | step compiled | compiling | resident memory added |
 |---|---:|---:|---:|---:|
@@ -28,7 +28,8 @@ mask), so the graph reads the module's own weights and holds no second copy. Mea
 | int4 (groups of 64), not frozen | 45.3 ms | 38.1 ms | 136 s | +192 MB |
 
 Greedy tokens equal eager in every row. At this size the step is bound by its ~600 operators' overhead more than by
-the bytes of the weights: compiled, the three 16-bit-activation formats land within 12% of each other. `compile_pays` decides where the default turns it on.
+the bytes of the weights: compiled, the three 16-bit-activation formats land within 12% of each other.
+`compile_pays` decides where the default turns it on.
 """
 
 from __future__ import annotations
@@ -45,12 +46,8 @@ from auralm.infer.sampling import GenerationConfig
 from auralm.model.kv_cache import StaticStep
 from auralm.model.quant import QuantLinear
 
-# `compile_pays`: a frozen (float32) step keeps its own packed copy of the decoder weights (and inductor's memory);
-# it is turned on by default only when the process can hold that many times the decoder's bytes beside what it
-# uses. An unfrozen step adds only inductor's own memory: measured on the demo, +95 MB (bfloat16, 273 MB of
-# weights), +253 MB (int8, 168 MB), +192 MB (int4, 120 MB); asked: half the decoder's bytes + INDUCTOR_BYTES.
-MEMORY_FACTOR = {"frozen": 3.0, "unfrozen": 0.5}
-INDUCTOR_BYTES = 384 * 2**20
+# `compile_pays` turns the compiled step on by default only where the memory it adds is free (`added_bytes`).
+INDUCTOR_BYTES = 384 * 2**20  # inductor's own memory, allowed beside half the decoder's bytes for an unfrozen step
 
 # float32: freezing makes the weights constants that inductor pre-packs, and max_autotune with the CPP GEMM template
 # generates its own matrix kernels (OpenMP-parallel, blocked for the cache), kept where they beat the ATen/MKL call;
@@ -73,6 +70,16 @@ def frozen(model: nn.Module) -> bool:
 def inductor_options(model: nn.Module) -> dict:
     """The inductor settings `model`'s decode step compiles with (`frozen`)."""
     return _FROZEN if frozen(model) else _UNFROZEN
+
+
+def added_bytes(model: nn.Module) -> int:
+    """The memory a compiled step is allowed to add: a frozen (float32) step keeps its own packed copy of the decoder
+    weights and inductor's memory, 3x the decoder's bytes (measured +1381 MB on the demo's 546 MB); an unfrozen one
+    only inductor's memory, half the decoder's bytes + INDUCTOR_BYTES (measured on the demo: +95 MB in bfloat16,
+    273 MB of weights; +253 MB int8, 168 MB; +192 MB int4, 120 MB)."""
+    if frozen(model):
+        return 3 * decoder_bytes(model)
+    return decoder_bytes(model) // 2 + INDUCTOR_BYTES
 
 
 class _Step(nn.Module):
@@ -102,8 +109,7 @@ class CompiledDecodeStep:
 
     @torch.no_grad()
     def __call__(self, tokens, keys, values, key_valid, positions):
-        # Freezing (float32) turns the weights into constants so inductor can pre-pack them; it applies while
-        # compiling.
+        # Freezing (float32) turns the weights into constants so inductor can pre-pack them, while compiling.
         # The cache capacity (prompt + max_new_tokens) changes with every request: one graph serves them all.
         for t, dim in ((keys, 3), (values, 3), (key_valid, 1)):
             torch._dynamo.maybe_mark_dynamic(t, dim)
@@ -136,19 +142,16 @@ def available_memory() -> int | None:
 def compile_pays(model: nn.Module) -> tuple[bool, str]:
     """Whether the default ("auto") compiles this model's decode step, and why: only on a CPU (where the compiled
     step streams the weights on every core, or fuses the small operators around torch's 16-bit and quantized
-    kernels), not for dynamic-NTK RoPE (unsupported), and only when the memory it adds is free (MEMORY_FACTOR x the
-    decoder's bytes: 3x for a frozen float32 step; 0.5x + INDUCTOR_BYTES for an unfrozen one)."""
+    kernels), not for dynamic-NTK RoPE (unsupported), and only when the memory it adds is free (`added_bytes`)."""
     if next(model.parameters()).device.type != "cpu":
         return False, "the model is not on the CPU"
     if model.cfg.decoder.rope_dynamic_ntk:
         return False, "dynamic-NTK RoPE (Qwen-Audio v1) decodes eagerly"
-    kind = "frozen" if frozen(model) else "unfrozen"
-    factor = MEMORY_FACTOR[kind]
-    need = int(factor * decoder_bytes(model)) + (INDUCTOR_BYTES if kind == "unfrozen" else 0)
-    free = available_memory()
+    need, free = added_bytes(model), available_memory()
     if free is None or free < need:
         have = "unknown" if free is None else f"{free / 2**30:.1f} GiB"
         return False, f"needs {need / 2**30:.1f} GiB of free memory, {have} available"
+    kind = "frozen" if frozen(model) else "unfrozen"
     return True, f"{need / 2**30:.1f} GiB ({kind} step) fit in the {free / 2**30:.1f} GiB available"
 
 

@@ -20,13 +20,13 @@ generator, so a clip is a function of (text, settings, rng), whatever the worker
 import functools
 
 import numpy as np
-import scipy.signal
+
+from auralm.synth import speech
 
 VERSION = "0.2.1"  # hibari-tts: its G2P, lexicons and vocoder shape the audio as much as the model file
 VOICE = "heart"
 VOICE_SHA256 = "5f70741d4e900f4e85d0037498736cc1b3e1b9a63a13546a5da1e63abf4fccd8"  # hibari/assets/hibari.onnx
 VOICE_RATE = 24_000  # hibari's output rate
-_UP, _DOWN = 2, 3  # 16 kHz / 24 kHz
 SENTENCE_SILENCE = 0.2  # seconds between the pieces hibari speaks at once (sentences; clauses of very long ones)
 
 
@@ -63,16 +63,12 @@ def synthesize(text: str, rng: np.random.Generator, length_scale: float = 1.0) -
         raise ValueError("cannot synthesize empty text")
     voice = _voice()
     pieces = []
-    for i, phonemes in enumerate(voice.phonemize(text)):
+    for phonemes in voice.phonemize(text):
         try:
             audio = voice.from_ids(voice.ids(phonemes), 1.0 / length_scale, rng)  # (samples,) at 24 kHz
         except Exception as err:  # onnxruntime raises its own exception types
             raise HibariError(f"the hibari voice failed on {text!r}: {err}") from err
-        if i:
-            pieces.append(np.zeros(round(SENTENCE_SILENCE * VOICE_RATE), np.float32))
         pieces.append(np.asarray(audio, np.float32).reshape(-1))
     if not pieces:
         raise HibariError(f"the hibari voice found nothing to say in {text!r}")
-    wav = scipy.signal.resample_poly(np.concatenate(pieces).astype(np.float64), _UP, _DOWN)
-    peak = np.abs(wav).max()
-    return (wav * (0.9 / peak if peak > 0 else 0.0)).astype(np.float32)
+    return speech.join_sentences(pieces, VOICE_RATE, SENTENCE_SILENCE)

@@ -20,14 +20,11 @@ import re
 import subprocess
 
 import numpy as np
-import scipy.signal
 
-from auralm.audio.geometry import SAMPLE_RATE
 from auralm.checkpoint import assets
+from auralm.synth import speech
 
 VOICE_RATE = 22_050  # the voice's config: audio.sample_rate
-_UP, _DOWN = 320, 441  # SAMPLE_RATE / VOICE_RATE in lowest terms
-assert SAMPLE_RATE * _DOWN == VOICE_RATE * _UP
 # The prior noise input is (1, 192, frames); frames are unknown before the call, so it is drawn for a generous
 # bound: at most this many frames per phoneme id (~2.2 measured at length_scale 1, pads included).
 MAX_FRAMES_PER_ID = 24
@@ -153,7 +150,7 @@ def synthesize(
         raise ValueError("cannot synthesize empty text")
     session = _session()
     pieces = []
-    for i, sentence in enumerate(phonemize(text)):
+    for sentence in phonemize(text):
         ids = phoneme_ids(sentence)
         frames = MAX_FRAMES_PER_ID * len(ids) * max(1.0, length_scale)
         feed = {
@@ -167,9 +164,5 @@ def synthesize(
             (audio,) = session.run(None, feed)  # (1, 1, 1, frames * 256)
         except Exception as err:  # onnxruntime raises its own exception types
             raise PiperError(f"the piper voice failed on {sentence!r}: {err}") from err
-        if i:
-            pieces.append(np.zeros(round(sentence_silence * VOICE_RATE), np.float32))
         pieces.append(audio.reshape(-1))
-    wav = scipy.signal.resample_poly(np.concatenate(pieces).astype(np.float64), _UP, _DOWN)
-    peak = np.abs(wav).max()
-    return (wav * (0.9 / peak if peak > 0 else 0.0)).astype(np.float32)
+    return speech.join_sentences(pieces, VOICE_RATE, sentence_silence)

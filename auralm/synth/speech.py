@@ -8,6 +8,7 @@ espeak-ng writes 22,050 Hz WAV to stdout; it is resampled to 16 kHz with a polyp
 import dataclasses
 import io
 import subprocess
+from fractions import Fraction
 
 import numpy as np
 import scipy.linalg
@@ -45,6 +46,17 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
     wav, rate = sf.read(io.BytesIO(proc.stdout), dtype="float64")
     assert rate == ESPEAK_RATE, rate
     return scipy.signal.resample_poly(wav, _UP, _DOWN).astype(np.float32)
+
+
+def join_sentences(pieces: list[np.ndarray], rate: int, silence: float) -> np.ndarray:
+    """Sentences a neural voice spoke at `rate` Hz, joined by `silence` seconds, resampled to 16 kHz and scaled to a
+    peak of 0.9; float32 (the piper and hibari voices)."""
+    gap = np.zeros(round(silence * rate), np.float32)
+    joined = np.concatenate([x for i, piece in enumerate(pieces) for x in ((gap, piece) if i else (piece,))])
+    step = Fraction(SAMPLE_RATE, rate)  # resample_poly's up / down in lowest terms
+    wav = scipy.signal.resample_poly(joined.astype(np.float64), step.numerator, step.denominator)
+    peak = np.abs(wav).max()
+    return (wav * (0.9 / peak if peak > 0 else 0.0)).astype(np.float32)
 
 
 def trim(audio: np.ndarray) -> np.ndarray:
