@@ -7,6 +7,8 @@ forward 5.9 s against 1.0 s (2026-12-06). Training recipes and users choosing a 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -19,3 +21,27 @@ def fast_bf16(device: str | torch.device = "cpu") -> bool:
 
 SLOW_BF16 = ("this CPU has neither AVX512-BF16 nor AMX, so bfloat16 matmuls are emulated (measured: a training "
              "step's forward 5.7x and backward 37x slower than in float32)")
+
+
+def release_free_heap() -> None:
+    """Hand the C heap's free pages back to the OS (glibc's `malloc_trim`; a no-op elsewhere).
+
+    Quantizing a model while it loads frees a float temporary for every weight it keeps an int8 copy of; glibc keeps
+    freed blocks of up to 32 MB in its heaps, and the kept weights land between them, so the holes add up: a
+    Qwen2-Audio-7B-shaped folder loaded as int8 measured 12.9 GiB resident instead of 8.1 GiB (2026-12-07)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc():
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_infer import read_bandwidth
+from bench_quant import step_bytes
 
 GIB = 1024**3
 
@@ -150,6 +152,7 @@ def run_mode(folder: Path, mode: str, steps: int, threads: int | None) -> dict:
     out["rss_after_load_gib"] = after["VmRSS"]
     out["anon_after_load_gib"] = after["RssAnon"]
     out["peak_load_gib"] = after["peak"]
+    out["step_bytes"] = step_bytes(model)
     with torch.no_grad():
         inputs = clip_inputs(model, 10.0)
         t0 = time.perf_counter()
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_mode(args.folder, args.mode, args.steps, args.threads)))
         return 0
     rows = []
+    bandwidth = read_bandwidth()
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "run", str(args.folder), "--mode", mode, "--steps", str(args.steps)]
         if args.threads:
@@ -191,12 +195,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr)
-    print("| mode | load s | RSS after load GiB | peak RSS GiB | prefill 10 s clip s | decode b1 tok/s | "
-          "decode b4 tok/s/row | load avg |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s (a large tensor sum)")
+    print("| mode | load s | RSS after load GiB | peak RSS GiB | prefill 10 s clip s | GB read per step | decode b1 tok/s | "
+          "b1 GB/s (share of read bandwidth) | decode b4 tok/s/row | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        gbs = r["step_bytes"] * r["decode_b1_tok_s"] / 1e9
         print(f"| {r['mode']} | {r['load_s']:.0f} | {r['rss_after_load_gib']:.1f} | {r['peak_gib']:.1f} | "
-              f"{r['prefill_10s_s']:.1f} | {r['decode_b1_tok_s']:.2f} | {r['decode_b4_tok_s_per_row']:.2f} | "
+              f"{r['prefill_10s_s']:.1f} | {r['step_bytes'] / 1e9:.1f} | {r['decode_b1_tok_s']:.2f} | "
+              f"{gbs:.1f} ({gbs * 1e9 / bandwidth:.0%}) | {r['decode_b4_tok_s_per_row']:.2f} | "
               f"{r['load_avg']:.1f}-{r['load_avg_end']:.1f} |")
     return 0
 

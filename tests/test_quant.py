@@ -253,6 +253,22 @@ def test_load_quantize_and_the_cli_quantize_command(tmp_path, capsys):
     assert "quantized:   int8" in capsys.readouterr().out
 
 
+def test_quantizing_while_loading_trims_the_heap_after_each_layer(tmp_path, monkeypatch):
+    """Each float weight quantized while a folder loads is followed by `release_free_heap` (without it a 7B-shaped
+    folder's int8 load measured 12.9 GiB resident instead of 8.1)."""
+    pytest.importorskip("transformers")
+    from tiny_hf import build_hf_checkpoint
+
+    from auralm.checkpoint import quantized
+
+    calls = []
+    monkeypatch.setattr(quantized, "release_free_heap", lambda: calls.append(1))
+    folder = build_hf_checkpoint(tmp_path / "hf", n_mels=80, n_kv_heads=2)
+    model = AudioLM.from_pretrained(folder, quantize="int8")
+    n_quantized = sum(isinstance(m, QuantLinear) for m in model.modules())
+    assert n_quantized > 0 and len(calls) == n_quantized
+
+
 class _Loaded(Exception):
     """Raised by `_recording_load` once it has recorded its arguments."""
 
