@@ -23,6 +23,7 @@ from auralm.audio.speech_gate import has_speech
 from auralm.checkpoint.hf import load_audiolm
 from auralm.checkpoint.qwen_v1 import is_qwen_v1_folder
 from auralm.checkpoint.qwen_v1_processor import QwenV1Processor
+from auralm.cpu import bf16_advice
 from auralm.infer.ctc_prefix import ctc_rows
 from auralm.infer.engine import DecodeStep
 from auralm.infer.generate import generate_texts, stream_text
@@ -223,7 +224,8 @@ def load(
     `compile=True` runs decode steps through one compiled graph (`auralm.infer.compiled`): faster decoding after a
     one-time compilation (a minute or more per graph on a CPU; two graphs: batch one and larger batches), worth it
     for long or many generations. With `warm` both graphs compile now, each announced through `warm(line)`;
-    otherwise each compiles at its first use.
+    otherwise each compiles at its first use. `warm` (the CLI's stderr) also gets a note when a large bfloat16
+    decoder loads on a CPU that emulates bfloat16 (`auralm.cpu.bf16_advice`).
     `threads`: torch's CPU thread count, which is process-wide (default: `infer.threads.default_threads()`, the
     cores other processes leave idle, or OMP_NUM_THREADS when set).
     `dtype`: default the folder's config `torch_dtype`. `quantize`: "int8" or "int4" ("int4-g32", ...) quantizes
@@ -233,6 +235,9 @@ def load(
     if model_dir is None:
         model_dir = default_model_dir()
     chat = AudioChat.from_folder(model_dir, dtype=dtype, quantize=quantize)
+    advice = bf16_advice(chat.model) if warm is not None else None
+    if advice:
+        warm(advice)
     if compile:
         from auralm.infer.compiled import compile_decode  # imports torch's inductor: only when asked for
 

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     model_dir = (Path(args.model) if args.model is not None else default_model_dir()).resolve()
     settings = settings_from_args(args, model_dir)  # checks every limit before the model is loaded
     chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads,
-                quantize=args.quantize)
+                quantize=args.quantize, warm=stderr_line)  # compile=False: `warm` gets only load's notes
     if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         print(f"auralm: warning: serving on {args.host} without an API key; anyone who can reach it can use it",
               file=sys.stderr)
