@@ -62,21 +62,27 @@ def quantize_arg(p: argparse.ArgumentParser) -> None:
                         "`auralm quantize` loads quantized without it")
 
 
-def compile_arg(p: argparse.ArgumentParser) -> None:
-    """`--compile` for the commands that decode long or many answers (`load(compile=True)`, then `warm_up`)."""
-    p.add_argument("--compile", action="store_true",
+def compile_arg(p: argparse.ArgumentParser, long_job: str | None = None) -> None:
+    """`--compile` for the commands that decode (`load(compile=True)`, then `warm_up`). `long_job` names what makes
+    the command's job long (its default is then `auto`: `infer.long_jobs`); without it the default is `off`."""
+    if long_job is None:
+        p.add_argument("--compile", nargs="?", choices=["on", "off"], const="on", default="off",
+                       help="decode through the compiled step (auralm.infer.compiled): about 2x faster decoding on a "
+                            "CPU after compiling for a minute or more at start; worth it for long or many answers")
+        return
+    p.add_argument("--compile", nargs="?", choices=["auto", "on", "off"], const="on", default="auto",
                    help="decode through the compiled step (auralm.infer.compiled): about 2x faster decoding on a CPU "
-                        "after compiling for a minute or more at start, with a second copy of the decoder weights; "
-                        "worth it for long or many answers")
+                        f"after compiling for a minute or more at start. auto (the default): only for {long_job} "
+                        "on a CPU with the memory it adds free; --compile alone = on")
 
 
-def _model_arg(p: argparse.ArgumentParser) -> None:
+def _model_arg(p: argparse.ArgumentParser, long_job: str | None = None) -> None:
     p.add_argument("--model", metavar="DIR", help="Hugging Face Qwen2-Audio folder (default: the embedded demo model)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                    help="weights dtype (default: the folder's config torch_dtype; bfloat16 with --quantize)")
     quantize_arg(p)
     threads_arg(p)
-    compile_arg(p)
+    compile_arg(p, long_job)
 
 
 def _load(args):
@@ -85,7 +91,7 @@ def _load(args):
     from auralm.infer.api import load
 
     return load(args.model, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads,
-                quantize=args.quantize, compile=args.compile, warm=stderr_line)
+                quantize=args.quantize, compile=args.compile == "on", warm=stderr_line)
 
 
 def check_model_dir(path: str | None) -> None:
@@ -113,6 +119,17 @@ def check_audio_file(path: str) -> None:
 
 
 # ---- transcribe -------------------------------------------------------------------------------------------
+def _duration_or_zero(path: str) -> float:
+    """A file's duration for sizing the job; 0 for one that cannot be read (its error comes when its turn comes,
+    after the files before it are transcribed)."""
+    from auralm.audio import AudioError, audio_duration
+
+    try:
+        return audio_duration(path)
+    except AudioError:
+        return 0.0
+
+
 def format_transcript(result, fmt: str) -> str:
     """txt, json, srt or vtt rendering of a Transcript."""
     from auralm.infer.transcript_formats import to_srt, to_vtt
@@ -140,6 +157,15 @@ def cmd_transcribe(args) -> int:
     from auralm.audio import DEFAULT_MAX_SECONDS, load_audio
 
     chat = _load(args)
+    if args.compile == "auto":
+        from auralm.infer.long_jobs import long_job_compiles
+
+        seconds = sum(_duration_or_zero(f) for f in args.files)
+        compiles, why = long_job_compiles(chat.model, audio_seconds=seconds)
+        if compiles:
+            stderr_line(f"compiling the decode step for {seconds / 60:.0f} min of audio ({why}; --compile off: "
+                        "decode eagerly)")
+            chat.use_compiled_decode(warm=stderr_line)
     max_seconds = DEFAULT_MAX_SECONDS if args.max_audio_seconds is None else args.max_audio_seconds
     for f in args.files:
         wave = load_audio(f, max_seconds=max_seconds)
@@ -350,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("transcribe", help="transcribe audio files of any length")
     p.add_argument("files", nargs="+", metavar="FILE")
-    _model_arg(p)
+    _model_arg(p, long_job="an hour of audio or more")
     p.add_argument("--language", help="language code, e.g. en (default: detected; --format json reports the "
                                       "language the model named, or null when it named none)")
     p.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt")

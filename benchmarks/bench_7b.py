@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_mode(args.folder, args.mode, args.steps, args.threads)))
         return 0
     rows = []
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the bandwidth the modes' processes can use
     bandwidth = read_bandwidth()
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "run", str(args.folder), "--mode", mode, "--steps", str(args.steps)]

@@ -108,3 +108,35 @@ def test_interactive_chat(monkeypatch, capsys, folder, wav):
     assert code == 0
     assert "attached" in out and "no such file" in out and "unknown command" in out and "conversation cleared" in out
     assert "assistant>" in out
+
+
+@pytest.mark.parametrize(("flags", "threshold", "compiles"), [
+    ([], 3600.0, False),  # the default, auto: a 2.5 s clip is a short job
+    ([], 1.0, True),  # auto, the job counted long
+    (["--compile", "off"], 1.0, False),
+])
+def test_transcribe_compiles_only_long_jobs_by_default(capsys, monkeypatch, folder, wav, flags, threshold, compiles):
+    """`auralm transcribe` (--compile auto) turns the compiled step on when its files' audio reaches
+    LONG_JOB_AUDIO_SECONDS and compiling pays, then transcribes as before; off never does."""
+    from auralm.infer import compiled, long_jobs
+    from auralm.infer.api import AudioChat
+
+    calls = []
+    monkeypatch.setattr(long_jobs, "LONG_JOB_AUDIO_SECONDS", threshold)
+    monkeypatch.setattr(compiled, "compile_pays", lambda model: (True, "test"))
+    monkeypatch.setattr(AudioChat, "use_compiled_decode", lambda self, warm=None: calls.append(warm))
+    code, _, err = run(capsys, "transcribe", str(wav), "--model", str(folder), "--quiet", *flags)
+    assert code == 0, err
+    assert (len(calls) == 1) is compiles and ("compiling the decode step for 0 min of audio" in err) is compiles
+
+
+def test_compile_flag_alone_means_on(folder, wav):
+    from auralm.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["transcribe", str(wav), "--compile"]).compile == "on"
+    assert parse(["transcribe", str(wav)]).compile == "auto"
+    assert parse(["chat", "hi"]).compile == "off" and parse(["chat", "hi", "--compile"]).compile == "on"
+    assert parse(["eval", "--suite", "synthetic", "--data", "d"]).compile == "auto"
+    with pytest.raises(SystemExit):
+        parse(["chat", "hi", "--compile", "auto"])  # chat has no long-job rule

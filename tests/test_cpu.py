@@ -59,24 +59,28 @@ def test_release_free_heap_hands_heap_holes_back():
     assert before - after > 250, (before, after)  # ~400 MB of 4 MB holes were resident until the trim
 
 
-@pytest.mark.parametrize(("fast", "quantize", "want"), [(False, None, True), (True, None, False), (False, "int8", False)])
-def test_load_notes_int8_for_a_large_bf16_decoder_where_bf16_is_emulated(tmp_path, monkeypatch, fast, quantize, want):
+@pytest.mark.parametrize(("fast", "quantize", "tie", "want"), [
+    (False, None, False, True), (True, None, False, False), (False, "int8", False, False), (False, "int8", True, False),
+])
+def test_load_notes_int8_for_a_large_bf16_decoder_where_bf16_is_emulated(tmp_path, monkeypatch, fast, quantize, tie,
+                                                                         want):
     """`load(warm=...)` (the CLI's and server's stderr) gets one line naming --quantize int8 when a bfloat16 decoder of
     BF16_ADVICE_BYTES or more loads on a CPU without native bfloat16; not where bfloat16 is native, nor when the
-    decoder is already quantized."""
+    decoder is already quantized (a tied output layer stays a bfloat16 Linear then)."""
     pytest.importorskip("transformers")
     from tiny_hf import build_hf_checkpoint
 
     from auralm.infer.api import load
+    from auralm.model import quant
 
-    folder = build_hf_checkpoint(tmp_path / "hf", n_mels=80, n_kv_heads=2)
+    folder = build_hf_checkpoint(tmp_path / "hf", n_mels=80, n_kv_heads=2, tie=tie)
     monkeypatch.setattr(cpu, "fast_bf16", lambda device="cpu": fast)
-    monkeypatch.setattr(cpu, "BF16_ADVICE_BYTES", 1)  # the tiny decoder stands for a large one
+    monkeypatch.setattr(quant, "BF16_ADVICE_BYTES", 1)  # the tiny decoder stands for a large one
     lines = []
     load(folder, dtype=torch.bfloat16, quantize=quantize, warm=lines.append)
     assert any("--quantize int8" in line for line in lines) is want, lines
-    if not fast:
-        monkeypatch.setattr(cpu, "BF16_ADVICE_BYTES", 2**40)
+    if want:
+        monkeypatch.setattr(quant, "BF16_ADVICE_BYTES", 2**40)
         lines.clear()
         load(folder, dtype=torch.bfloat16, warm=lines.append)
         assert lines == []  # a small decoder: no note

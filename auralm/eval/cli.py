@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from auralm.eval import report as reports
 from auralm.eval.importers import IMPORTERS, import_dataset
-from auralm.eval.runner import ModelPredictor, RunConfig, check_run_identity, evaluate
+from auralm.eval.runner import ModelPredictor, RunConfig, check_run_identity, count_items, evaluate
 from auralm.eval.suites import SUITES, suite
 from auralm.eval.tasks import STYLES
 from auralm.terminal import stderr_line
@@ -76,9 +76,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads per process for the model (default: the cores other processes leave idle, "
                         "at least 1; OMP_NUM_THREADS when set, as torchrun sets it)")
-    p.add_argument("--compile", action="store_true",
+    p.add_argument("--compile", nargs="?", choices=["auto", "on", "off"], const="on", default="auto",
                    help="decode through the compiled step (auralm.infer.compiled): about 2x faster decoding on a CPU "
-                        "after compiling for a minute or more at start; worth it for thousands of items")
+                        "after compiling for a minute or more at start. auto (the default): only for runs of 1,000 "
+                        "items or more on a CPU with the memory it adds free; --compile alone = on")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_eval)
 
@@ -160,8 +161,16 @@ def run_eval(args: argparse.Namespace) -> int:
         if barrier:
             barrier()
         chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads,
-                    quantize=args.quantize, compile=args.compile, warm=stderr_line)
+                    quantize=args.quantize, compile=args.compile == "on", warm=stderr_line)
         chat.model.to(dist.device)
+        if args.compile == "auto" and dist.device.type == "cpu":
+            from auralm.infer.long_jobs import long_job_compiles
+
+            items = count_items(tasks, data, args.limit) // dist.world_size  # this process's share
+            compiles, why = long_job_compiles(chat.model, items=items)
+            if compiles:
+                stderr_line(f"compiling the decode step for {items} items ({why}; --compile off: decode eagerly)")
+                chat.use_compiled_decode(warm=stderr_line)
         predictor = ModelPredictor(chat, args.max_new_tokens)
         cfg = RunConfig(data, out, args.batch_size, args.limit, dist.rank, dist.world_size)
         bars: dict[str, tqdm] = {}

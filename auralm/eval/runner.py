@@ -134,6 +134,16 @@ def load_items(
     return items, [str(e) for e in errors], unusable
 
 
+def count_items(tasks: list[Task], data_dir: Path, limit: int | None = None) -> int:
+    """How many items the tasks select (missing manifests count none): the size of a run, before it starts."""
+    total = 0
+    for task in tasks:
+        try:
+            total += len(load_items(task, data_dir, limit)[0])
+        except FileNotFoundError:
+            continue
+    return total
+
 def shard(items: list[Item], rank: int, world_size: int) -> list[Item]:
     """This rank's share: every world_size-th item of the list sorted longest first (ids break ties)."""
     ordered = sorted(items, key=lambda it: (-it.length, it.id))

@@ -23,7 +23,6 @@ from auralm.audio.speech_gate import has_speech
 from auralm.checkpoint.hf import load_audiolm
 from auralm.checkpoint.qwen_v1 import is_qwen_v1_folder
 from auralm.checkpoint.qwen_v1_processor import QwenV1Processor
-from auralm.cpu import bf16_advice
 from auralm.infer.ctc_prefix import ctc_rows
 from auralm.infer.engine import DecodeStep
 from auralm.infer.generate import generate_texts, stream_text
@@ -32,6 +31,7 @@ from auralm.infer.sampling import GenerationConfig
 from auralm.infer.threads import set_threads
 from auralm.infer.transcribe import Transcript, transcribe_windows, window_budget
 from auralm.model.audiolm import AudioLM
+from auralm.model.quant import bf16_advice
 from auralm.processor import Processor
 from auralm.text.chat import audio_items
 from auralm.text.formats import answer_language, parse_srwt, special_pattern, strip_tags
@@ -95,6 +95,17 @@ class AudioChat:
         else:
             processor = Processor.from_pretrained(folder)
         return cls(model, processor, options)
+
+    def use_compiled_decode(self, warm: Callable[[str], None] | None = None) -> None:
+        """Decode through the compiled step from now on (`auralm.infer.compiled`). With `warm` both graphs compile
+        now, each announced through `warm(line)`; otherwise each compiles at its first use."""
+        # imported here: it imports torch's inductor (~3 s), which only a compiled step needs
+        from auralm.infer.compiled import compile_decode, warm_up
+
+        self.step_fn = compile_decode(self.model)
+        if warm is not None:
+            warm("compiling the decode step (a minute or more on a CPU)")
+            warm_up(self.step_fn, self.model, log=warm)
 
     # ---- building prompts ------------------------------------------------------------------------------
     def conversation(self, messages: str | list[dict[str, Any]], audio: Any = None) -> list[dict[str, Any]]:
@@ -225,7 +236,7 @@ def load(
     one-time compilation (a minute or more per graph on a CPU; two graphs: batch one and larger batches), worth it
     for long or many generations. With `warm` both graphs compile now, each announced through `warm(line)`;
     otherwise each compiles at its first use. `warm` (the CLI's stderr) also gets a note when a large bfloat16
-    decoder loads on a CPU that emulates bfloat16 (`auralm.cpu.bf16_advice`).
+    decoder loads on a CPU that emulates bfloat16 (`auralm.model.quant.bf16_advice`).
     `threads`: torch's CPU thread count, which is process-wide (default: `infer.threads.default_threads()`, the
     cores other processes leave idle, or OMP_NUM_THREADS when set).
     `dtype`: default the folder's config `torch_dtype`. `quantize`: "int8" or "int4" ("int4-g32", ...) quantizes
@@ -239,12 +250,5 @@ def load(
     if advice:
         warm(advice)
     if compile:
-        from auralm.infer.compiled import compile_decode  # imports torch's inductor: only when asked for
-
-        chat.step_fn = compile_decode(chat.model)
-        if warm is not None:
-            from auralm.infer.compiled import warm_up
-
-            warm("compiling the decode step (a minute or more on a CPU)")
-            warm_up(chat.step_fn, chat.model, log=warm)
+        chat.use_compiled_decode(warm)
     return chat
