@@ -64,16 +64,15 @@ def quantize_arg(p: argparse.ArgumentParser) -> None:
 
 def compile_arg(p: argparse.ArgumentParser, long_job: str | None = None) -> None:
     """`--compile` for the commands that decode (`load(compile=True)`, then `warm_up`). `long_job` names what makes
-    the command's job long (its default is then `auto`: `infer.long_jobs`); without it the default is `off`."""
+    the command's job long: `--compile` / `--no-compile` then override the default, which is to compile for long
+    jobs only (`infer.long_jobs`); without it `--compile` is a plain switch, off by default."""
+    what = ("decode through the compiled step (auralm.infer.compiled): about 2x faster decoding on a CPU after "
+            "compiling for a minute or more at start")
     if long_job is None:
-        p.add_argument("--compile", nargs="?", choices=["on", "off"], const="on", default="off",
-                       help="decode through the compiled step (auralm.infer.compiled): about 2x faster decoding on a "
-                            "CPU after compiling for a minute or more at start; worth it for long or many answers")
+        p.add_argument("--compile", action="store_true", help=what + "; worth it for long or many answers")
         return
-    p.add_argument("--compile", nargs="?", choices=["auto", "on", "off"], const="on", default="auto",
-                   help="decode through the compiled step (auralm.infer.compiled): about 2x faster decoding on a CPU "
-                        f"after compiling for a minute or more at start. auto (the default): only for {long_job} "
-                        "on a CPU with the memory it adds free; --compile alone = on")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help=what + f". Default: only for {long_job} on a CPU with the memory it adds free")
 
 
 def _model_arg(p: argparse.ArgumentParser, long_job: str | None = None) -> None:
@@ -91,7 +90,7 @@ def _load(args):
     from auralm.infer.api import load
 
     return load(args.model, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads,
-                quantize=args.quantize, compile=args.compile == "on", warm=stderr_line)
+                quantize=args.quantize, compile=args.compile is True, warm=stderr_line)
 
 
 def check_model_dir(path: str | None) -> None:
@@ -157,13 +156,13 @@ def cmd_transcribe(args) -> int:
     from auralm.audio import DEFAULT_MAX_SECONDS, load_audio
 
     chat = _load(args)
-    if args.compile == "auto":
+    if args.compile is None:  # neither --compile nor --no-compile: long jobs only
         from auralm.infer.long_jobs import long_job_compiles
 
         seconds = sum(_duration_or_zero(f) for f in args.files)
         compiles, why = long_job_compiles(chat.model, audio_seconds=seconds)
         if compiles:
-            stderr_line(f"compiling the decode step for {seconds / 60:.0f} min of audio ({why}; --compile off: "
+            stderr_line(f"compiling the decode step for {seconds / 60:.0f} min of audio ({why}; --no-compile: "
                         "decode eagerly)")
             chat.use_compiled_decode(warm=stderr_line)
     max_seconds = DEFAULT_MAX_SECONDS if args.max_audio_seconds is None else args.max_audio_seconds

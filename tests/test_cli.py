@@ -111,13 +111,13 @@ def test_interactive_chat(monkeypatch, capsys, folder, wav):
 
 
 @pytest.mark.parametrize(("flags", "threshold", "compiles"), [
-    ([], 3600.0, False),  # the default, auto: a 2.5 s clip is a short job
-    ([], 1.0, True),  # auto, the job counted long
-    (["--compile", "off"], 1.0, False),
+    ([], 3600.0, False),  # the default: a 2.5 s clip is a short job
+    ([], 1.0, True),  # the default, the job counted long
+    (["--no-compile"], 1.0, False),
 ])
 def test_transcribe_compiles_only_long_jobs_by_default(capsys, monkeypatch, folder, wav, flags, threshold, compiles):
-    """`auralm transcribe` (--compile auto) turns the compiled step on when its files' audio reaches
-    LONG_JOB_AUDIO_SECONDS and compiling pays, then transcribes as before; off never does."""
+    """`auralm transcribe` turns the compiled step on by default when its files' audio reaches
+    LONG_JOB_AUDIO_SECONDS and compiling pays, then transcribes as before; --no-compile never does."""
     from auralm.infer import compiled, long_jobs
     from auralm.infer.api import AudioChat
 
@@ -130,13 +130,16 @@ def test_transcribe_compiles_only_long_jobs_by_default(capsys, monkeypatch, fold
     assert (len(calls) == 1) is compiles and ("compiling the decode step for 0 min of audio" in err) is compiles
 
 
-def test_compile_flag_alone_means_on(folder, wav):
+def test_compile_switches_take_no_value(folder, wav):
+    """`--compile` / `--no-compile` are switches: a file or prompt after them stays a file or prompt."""
     from auralm.cli import build_parser
 
     parse = build_parser().parse_args
-    assert parse(["transcribe", str(wav), "--compile"]).compile == "on"
-    assert parse(["transcribe", str(wav)]).compile == "auto"
-    assert parse(["chat", "hi"]).compile == "off" and parse(["chat", "hi", "--compile"]).compile == "on"
-    assert parse(["eval", "--suite", "synthetic", "--data", "d"]).compile == "auto"
-    with pytest.raises(SystemExit):
-        parse(["chat", "hi", "--compile", "auto"])  # chat has no long-job rule
+    args = parse(["transcribe", "--compile", str(wav)])
+    assert args.compile is True and args.files == [str(wav)]
+    assert parse(["transcribe", str(wav)]).compile is None  # long jobs only
+    assert parse(["transcribe", "--no-compile", str(wav)]).compile is False
+    args = parse(["chat", "--compile", "hi"])
+    assert args.compile is True and args.prompt == "hi" and parse(["chat", "hi"]).compile is False
+    assert parse(["eval", "--suite", "synthetic", "--data", "d"]).compile is None
+    assert parse(["eval", "--suite", "synthetic", "--data", "d", "--no-compile"]).compile is False

@@ -280,8 +280,8 @@ def test_paper_suites_list_what_is_not_imported(tmp_path):
 
 
 def test_eval_compiles_the_decode_step_for_long_runs_only(synth_world, model_dir, tmp_path, monkeypatch, capsys):
-    """`auralm eval` (--compile auto) turns the compiled step on when the run selects LONG_JOB_ITEMS items or more
-    and compiling pays; a shorter run, or --compile off, decodes eagerly."""
+    """`auralm eval` turns the compiled step on by default when the run selects LONG_JOB_ITEMS items or more and
+    compiling pays; a shorter run, or --no-compile, decodes eagerly."""
     from auralm.infer import compiled, long_jobs
     from auralm.infer.api import AudioChat
 
@@ -292,6 +292,6 @@ def test_eval_compiles_the_decode_step_for_long_runs_only(synth_world, model_dir
             "--max-new-tokens", "2", "--limit", "2", "--quiet"]  # fmt: skip
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0 and calls == []  # 2 items: short
     monkeypatch.setattr(long_jobs, "LONG_JOB_ITEMS", 2)
-    assert main([*argv, "--out", str(tmp_path / "b"), "--compile", "off"]) == 0 and calls == []
+    assert main([*argv, "--out", str(tmp_path / "b"), "--no-compile"]) == 0 and calls == []
     assert main([*argv, "--out", str(tmp_path / "c")]) == 0 and len(calls) == 1
     assert "compiling the decode step for 2 items" in capsys.readouterr().err

@@ -76,10 +76,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads per process for the model (default: the cores other processes leave idle, "
                         "at least 1; OMP_NUM_THREADS when set, as torchrun sets it)")
-    p.add_argument("--compile", nargs="?", choices=["auto", "on", "off"], const="on", default="auto",
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="decode through the compiled step (auralm.infer.compiled): about 2x faster decoding on a CPU "
-                        "after compiling for a minute or more at start. auto (the default): only for runs of 1,000 "
-                        "items or more on a CPU with the memory it adds free; --compile alone = on")
+                        "after compiling for a minute or more at start. Default: only for runs of 1,000 items or "
+                        "more on a CPU with the memory it adds free")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_eval)
 
@@ -161,15 +161,15 @@ def run_eval(args: argparse.Namespace) -> int:
         if barrier:
             barrier()
         chat = load(model_dir, dtype=getattr(torch, args.dtype) if args.dtype else None, threads=args.threads,
-                    quantize=args.quantize, compile=args.compile == "on", warm=stderr_line)
+                    quantize=args.quantize, compile=args.compile is True, warm=stderr_line)
         chat.model.to(dist.device)
-        if args.compile == "auto" and dist.device.type == "cpu":
+        if args.compile is None and dist.device.type == "cpu":  # neither --compile nor --no-compile
             from auralm.infer.long_jobs import long_job_compiles
 
             items = count_items(tasks, data, args.limit) // dist.world_size  # this process's share
             compiles, why = long_job_compiles(chat.model, items=items)
             if compiles:
-                stderr_line(f"compiling the decode step for {items} items ({why}; --compile off: decode eagerly)")
+                stderr_line(f"compiling the decode step for {items} items ({why}; --no-compile: decode eagerly)")
                 chat.use_compiled_decode(warm=stderr_line)
         predictor = ModelPredictor(chat, args.max_new_tokens)
         cfg = RunConfig(data, out, args.batch_size, args.limit, dist.rank, dist.world_size)

@@ -1,5 +1,5 @@
-"""When a long job (`auralm eval`, `auralm transcribe`) decodes through the compiled step by default (`--compile
-auto`): compiling both graphs of the demo's float32 decoder takes ~5 min on this 2-core VM and saves ~40 ms per
+"""When a long job (`auralm eval`, `auralm transcribe`) decodes through the compiled step by default (neither
+`--compile` nor `--no-compile` given): compiling both graphs of the demo's float32 decoder takes ~5 min on this 2-core VM and saves ~40 ms per
 decode step (74 -> 31 ms): ~0.9 s per eval item of ~20 steps, so 1,000 items save ~15 min; transcription takes
 ~3-4 steps per second of speech, so an hour of audio saves ~8-10 min. Below these sizes compiling would cost about
 what it saves, and the eager step is kept. This module imports no compiler: deciding a short job stays cheap
@@ -15,7 +15,7 @@ LONG_JOB_AUDIO_SECONDS = 3600.0
 
 
 def long_job_compiles(model: nn.Module, items: int = 0, audio_seconds: float = 0.0) -> tuple[bool, str]:
-    """Whether "auto" compiles the decode step for a job of `items` prompts or `audio_seconds` of transcription,
+    """Whether the default compiles the decode step for a job of `items` prompts or `audio_seconds` of transcription,
     and why: the job must be long (LONG_JOB_ITEMS, LONG_JOB_AUDIO_SECONDS) and compiling must pay
     (`compiled.compile_pays`: a CPU, the memory it adds free)."""
     if items < LONG_JOB_ITEMS and audio_seconds < LONG_JOB_AUDIO_SECONDS:
