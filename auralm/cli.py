@@ -157,14 +157,9 @@ def cmd_transcribe(args) -> int:
 
     chat = _load(args)
     if args.compile is None:  # neither --compile nor --no-compile: long jobs only
-        from auralm.infer.long_jobs import long_job_compiles
+        from auralm.infer.long_jobs import compile_if_long
 
-        seconds = sum(_duration_or_zero(f) for f in args.files)
-        compiles, why = long_job_compiles(chat.model, audio_seconds=seconds)
-        if compiles:
-            stderr_line(f"compiling the decode step for {seconds / 60:.0f} min of audio ({why}; --no-compile: "
-                        "decode eagerly)")
-            chat.use_compiled_decode(warm=stderr_line)
+        compile_if_long(chat, stderr_line, audio_seconds=sum(_duration_or_zero(f) for f in args.files))
     max_seconds = DEFAULT_MAX_SECONDS if args.max_audio_seconds is None else args.max_audio_seconds
     for f in args.files:
         wave = load_audio(f, max_seconds=max_seconds)

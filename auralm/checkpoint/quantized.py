@@ -137,7 +137,7 @@ def load_quantized(
             mod = model.get_submodule(owner)
             if leaf == "weight" and stored is None:
                 mod.set_weight(t)  # quantized here; the float tensor (and its mapped pages) go with `t`
-                del t  # before the trim (and so the `del t` closing the loop is skipped: continue)
+                del t  # freed before the trim; the loop's closing `del t` is skipped below
                 release_free_heap()  # the quantizing temporaries' holes, else the resident set grows ~1.6x
                 filled.add(owner)
                 continue

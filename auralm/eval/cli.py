@@ -164,13 +164,10 @@ def run_eval(args: argparse.Namespace) -> int:
                     quantize=args.quantize, compile=args.compile is True, warm=stderr_line)
         chat.model.to(dist.device)
         if args.compile is None and dist.device.type == "cpu":  # neither --compile nor --no-compile
-            from auralm.infer.long_jobs import long_job_compiles
+            from auralm.infer.long_jobs import compile_if_long
 
-            items = count_items(tasks, data, args.limit) // dist.world_size  # this process's share
-            compiles, why = long_job_compiles(chat.model, items=items)
-            if compiles:
-                stderr_line(f"compiling the decode step for {items} items ({why}; --no-compile: decode eagerly)")
-                chat.use_compiled_decode(warm=stderr_line)
+            # this process's share of the run's items
+            compile_if_long(chat, stderr_line, items=count_items(tasks, data, args.limit) // dist.world_size)
         predictor = ModelPredictor(chat, args.max_new_tokens)
         cfg = RunConfig(data, out, args.batch_size, args.limit, dist.rank, dist.world_size)
         bars: dict[str, tqdm] = {}

@@ -144,6 +144,7 @@ def count_items(tasks: list[Task], data_dir: Path, limit: int | None = None) -> 
             continue
     return total
 
+
 def shard(items: list[Item], rank: int, world_size: int) -> list[Item]:
     """This rank's share: every world_size-th item of the list sorted longest first (ids break ties)."""
     ordered = sorted(items, key=lambda it: (-it.length, it.id))

@@ -1,12 +1,15 @@
 """When a long job (`auralm eval`, `auralm transcribe`) decodes through the compiled step by default (neither
-`--compile` nor `--no-compile` given): compiling both graphs of the demo's float32 decoder takes ~5 min on this 2-core VM and saves ~40 ms per
-decode step (74 -> 31 ms): ~0.9 s per eval item of ~20 steps, so 1,000 items save ~15 min; transcription takes
+`--compile` nor `--no-compile` given): compiling both graphs of the demo's float32 decoder takes ~5 min on this
+2-core VM and saves ~40 ms per decode step (74 -> 31 ms): ~0.9 s per eval item of ~20 steps, so 1,000 items save ~15 min; transcription takes
 ~3-4 steps per second of speech, so an hour of audio saves ~8-10 min. Below these sizes compiling would cost about
 what it saves, and the eager step is kept. This module imports no compiler: deciding a short job stays cheap
 (importing `auralm.infer.compiled` pulls in torch's inductor, ~3 s).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -25,3 +28,14 @@ def long_job_compiles(model: nn.Module, items: int = 0, audio_seconds: float = 0
     from auralm.infer.compiled import compile_pays
 
     return compile_pays(model)
+
+
+def compile_if_long(chat: Any, log: Callable[[str], None], items: int = 0, audio_seconds: float = 0.0) -> bool:
+    """Turn `chat`'s (an `AudioChat`) compiled step on when `long_job_compiles` says so, announced through `log`,
+    which also gets the compile progress; returns whether it did."""
+    compiles, why = long_job_compiles(chat.model, items, audio_seconds)
+    if compiles:
+        job = f"{items} items" if items else f"{audio_seconds / 60:.0f} min of audio"
+        log(f"compiling the decode step for {job} ({why}; --no-compile: decode eagerly)")
+        chat.use_compiled_decode(warm=log)
+    return compiles
