@@ -93,6 +93,25 @@ def test_one_dropped_word_gives_one_error_over_all_reference_words(paths):
     assert (corpus[0], corpus[2]) == ("corpus", "0.9")  # 100 / 113 = 0.88 %
 
 
+def _score(name: str, reference: str, hypothesis: str) -> dict:
+    counts = real_speech.wer_details([reference], [hypothesis], "en")
+    return {"name": name, "seconds": 1.0, "reference": reference, "hypothesis": hypothesis, "errors": counts.errors,
+            "words": counts.reference_length, "wer": counts.rate,
+            "hypothesis_words": counts.hits + counts.substitutions + counts.insertions}
+
+
+def test_table_gives_each_transcripts_length_and_the_longest():
+    rows = [_score("same", "he was not an ill disposed young man", "He was not an ill-disposed young man."),
+            _score("loop", "ask not", "ask not ask not ask not"),
+            _score("empty", "faced Gregson", "")]
+    assert [r["hypothesis_words"] for r in rows] == [8, 6, 0]
+    errors = sum(r["errors"] for r in rows)
+    table = real_speech.table({"clips": rows, "errors": errors, "words": 12, "wer": errors / 12})
+    lengths = [line.split()[3] for line in table.splitlines()[1:]]
+    assert lengths == ["1.00", "3.00", "0.00", "3.00"]
+    assert table.splitlines()[-1].endswith("longest transcript 3.00x its reference")
+
+
 def test_cli_with_a_missing_model_folder_prints_one_line_and_fails(tmp_path, capsys):
     assert real_speech.main(["--model", str(tmp_path / "missing")]) == 1
     out, err = capsys.readouterr()

@@ -7,6 +7,8 @@ two CMU ARCTIC prompts (7.1 s), all 16 kHz, fetched and hash-checked by `auralm.
 transcribed with `transcribe(path, language="en")` and scored as auralm scores ASR (`auralm.eval.metrics`:
 Whisper's English normaliser, then word edit distance). The corpus WER is the sum of word errors over the sum
 of reference words. Eight sentences make a sanity check on real microphones and voices, not a benchmark.
+The table also gives each transcript's length against its reference's (hypothesis words / reference words): a
+model that runs on or repeats itself shows well above 1.
 
 These clips are for evaluation only: they must never be used as training data, or this number means nothing.
 """
@@ -82,6 +84,7 @@ class ClipScore:
     errors: int  # word substitutions + deletions + insertions, after normalisation
     words: int  # reference words after normalisation
     wer: float
+    hypothesis_words: int  # after normalisation; past ~1.5x `words` the model runs on or repeats itself
 
 
 def evaluate(chat: AudioChat, clips: Sequence[Clip] = CLIPS) -> dict[str, Any]:
@@ -112,25 +115,35 @@ def _score(chat: AudioChat, clip: Clip, path: Path, ctc: bool = False) -> ClipSc
     hypothesis = ctc_reading(chat, path) if ctc else str(chat.transcribe(str(path), language="en"))
     counts = wer_details([clip.reference], [hypothesis], "en")
     seconds = round(len(load_audio(path)) / SAMPLE_RATE, 2)
+    hypothesis_words = counts.hits + counts.substitutions + counts.insertions
     return ClipScore(
-        clip.name, seconds, clip.reference, hypothesis, counts.errors, counts.reference_length, counts.rate
+        clip.name, seconds, clip.reference, hypothesis, counts.errors, counts.reference_length, counts.rate,
+        hypothesis_words,
     )
 
 
 def table(result: dict[str, Any]) -> str:
-    """The scores as a plain-text table, one row per clip and the corpus last."""
-    lines = [f"{'clip':<15}{'seconds':>8}{'WER %':>8}  hypothesis"]
+    """The scores as a plain-text table, one row per clip (with its length: hypothesis words / reference words) and
+    the corpus last (with the longest clip's length)."""
+    lines = [f"{'clip':<15}{'seconds':>8}{'WER %':>8}{'length':>8}  hypothesis"]
     for s in result["clips"]:
         text = " ".join(s["hypothesis"].split())
         if len(text) > HYPOTHESIS_COLUMN:
             text = text[: HYPOTHESIS_COLUMN - 3] + "..."
-        lines.append(f"{s['name']:<15}{s['seconds']:>8.2f}{100 * s['wer']:>8.1f}  {text}")
+        lines.append(f"{s['name']:<15}{s['seconds']:>8.2f}{100 * s['wer']:>8.1f}{length_ratio(s):>8.2f}  {text}")
     seconds = sum(s["seconds"] for s in result["clips"])
+    longest = max(length_ratio(s) for s in result["clips"])
     lines.append(
-        f"{'corpus':<15}{seconds:>8.2f}{100 * result['wer']:>8.1f}  "
-        f"{result['errors']} word errors / {result['words']} reference words"
+        f"{'corpus':<15}{seconds:>8.2f}{100 * result['wer']:>8.1f}{longest:>8.2f}  "
+        f"{result['errors']} word errors / {result['words']} reference words; longest transcript {longest:.2f}x its "
+        "reference"
     )
     return "\n".join(lines)
+
+
+def length_ratio(score: dict[str, Any]) -> float:
+    """A clip's transcript length against its reference's, in normalised words (1.0: as long; 0.0: empty)."""
+    return score["hypothesis_words"] / score["words"]
 
 
 def main(argv: list[str] | None = None) -> int:
