@@ -87,20 +87,13 @@ class ClipScore:
     hypothesis_words: int  # after normalisation; past ~1.5x `words` the model runs on or repeats itself
 
 
-def evaluate(chat: AudioChat, clips: Sequence[Clip] = CLIPS) -> dict[str, Any]:
+def evaluate(chat: AudioChat, clips: Sequence[Clip] = CLIPS, ctc: bool = False) -> dict[str, Any]:
     """Transcribe every clip with `chat` and score it: {"clips": [per-clip scores], "errors", "words", "wer"},
-    error rates as fractions. Raises `AssetError` when a clip cannot be fetched."""
+    error rates as fractions. With `ctc` each clip is read by the model's CTC-head projector alone (greedy CTC, no
+    LLM): the words the projector hands the LLM (ValueError for a model without a CTC head). Raises `AssetError`
+    when a clip cannot be fetched."""
     paths = fetch_all(clip.file for clip in clips)
-    scores = [_score(chat, clip, path) for clip, path in zip(clips, paths)]
-    errors, words = sum(s.errors for s in scores), sum(s.words for s in scores)
-    return {"clips": [asdict(s) for s in scores], "errors": errors, "words": words, "wer": errors / words}
-
-
-def evaluate_ctc(chat: AudioChat, clips: Sequence[Clip] = CLIPS) -> dict[str, Any]:
-    """As `evaluate`, but each clip is read by the model's CTC-head projector alone (greedy CTC, no LLM): the words
-    the projector hands the LLM. Raises ValueError for a model without a CTC head."""
-    paths = fetch_all(clip.file for clip in clips)
-    scores = [_score(chat, clip, path, ctc=True) for clip, path in zip(clips, paths)]
+    scores = [_score(chat, clip, path, ctc) for clip, path in zip(clips, paths)]
     errors, words = sum(s.errors for s in scores), sum(s.words for s in scores)
     return {"clips": [asdict(s) for s in scores], "errors": errors, "words": words, "wer": errors / words}
 
@@ -157,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         chat = load(args.model)
-        result = evaluate_ctc(chat) if args.ctc else evaluate(chat)
+        result = evaluate(chat, ctc=args.ctc)
         if args.json:
             args.json.write_text(json.dumps({"model": str(args.model or "demo"), **result}, indent=2))
     except (AssetError, OSError, ValueError) as err:

@@ -1,9 +1,9 @@
 """When a long job (`auralm eval`, `auralm transcribe`) decodes through the compiled step by default (neither
 `--compile` nor `--no-compile` given): compiling both graphs of the demo's float32 decoder takes ~5 min on this
-2-core VM and saves ~40 ms per decode step (74 -> 31 ms): ~0.9 s per eval item of ~20 steps, so 1,000 items save ~15 min; transcription takes
-~3-4 steps per second of speech, so an hour of audio saves ~8-10 min. Below these sizes compiling would cost about
-what it saves, and the eager step is kept. This module imports no compiler: deciding a short job stays cheap
-(importing `auralm.infer.compiled` pulls in torch's inductor, ~3 s).
+2-core VM and saves ~40 ms per decode step (74 -> 31 ms): ~0.9 s per eval item of ~20 steps, so 1,000 items save
+~15 min; transcription takes ~3-4 steps per second of speech, so an hour of audio saves ~8-10 min. Below these
+sizes compiling would cost about what it saves, and the eager step is kept. This module imports no compiler:
+deciding a short job stays cheap (importing `auralm.infer.compiled` pulls in torch's inductor, ~3 s).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ def long_job_compiles(model: nn.Module, items: int = 0, audio_seconds: float = 0
     and why: the job must be long (LONG_JOB_ITEMS, LONG_JOB_AUDIO_SECONDS) and compiling must pay
     (`compiled.compile_pays`: a CPU, the memory it adds free)."""
     if items < LONG_JOB_ITEMS and audio_seconds < LONG_JOB_AUDIO_SECONDS:
-        job = f"{items} items" if items else f"{audio_seconds / 60:.0f} min of audio"
-        return False, (f"a short job ({job}; compiling pays from {LONG_JOB_ITEMS} items or "
+        return False, (f"a short job ({_job(items, audio_seconds)}; compiling pays from {LONG_JOB_ITEMS} items or "
                        f"{LONG_JOB_AUDIO_SECONDS / 60:.0f} min of audio)")
     from auralm.infer.compiled import compile_pays
 
@@ -35,7 +34,10 @@ def compile_if_long(chat: Any, log: Callable[[str], None], items: int = 0, audio
     which also gets the compile progress; returns whether it did."""
     compiles, why = long_job_compiles(chat.model, items, audio_seconds)
     if compiles:
-        job = f"{items} items" if items else f"{audio_seconds / 60:.0f} min of audio"
-        log(f"compiling the decode step for {job} ({why}; --no-compile: decode eagerly)")
+        log(f"compiling the decode step for {_job(items, audio_seconds)} ({why}; --no-compile: decode eagerly)")
         chat.use_compiled_decode(warm=log)
     return compiles
+
+
+def _job(items: int, audio_seconds: float) -> str:
+    return f"{items} items" if items else f"{audio_seconds / 60:.0f} min of audio"
