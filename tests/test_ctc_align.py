@@ -233,3 +233,38 @@ def test_more_encoder_layers_than_the_encoder_has_are_refused(setup):
     too_many = len(model.audio_tower.layers) + 1
     with pytest.raises(ValueError, match=f"encoder_layers must be 0..{too_many - 1}"):
         align_projector(model, processor, utts, [], cache, AlignConfig(encoder_layers=too_many), log=lambda m: None)
+
+
+def test_a_model_with_a_ctc_head_goes_on_from_it_in_an_encoder_only_phase(setup, tmp_path):
+    root, folder, train, dev = setup
+    torch.manual_seed(0)
+    model, processor = AudioLM.from_pretrained(folder), Processor.from_pretrained(folder)
+    train_u, dev_u = spoken_utterances(train, processor.tokenizer), spoken_utterances(dev, processor.tokenizer)
+    cache = EncoderCache(root / "cache", encoder_fingerprint(model))
+    align_projector(model, processor, train_u, dev_u, cache, AlignConfig(epochs=20, batch_size=8, lr=1e-2,
+                                                                         keep_head=True), log=lambda m: None)
+    projector = model.multi_modal_projector
+    with torch.no_grad():
+        projector.ctc_blank_embed.fill_(0.25)  # what later stages taught a blank frame to be
+    head = {k: v.clone() for k, v in projector.state_dict().items()}
+    # At learning rate 0 the encoder-only phase starts from the head it found and keeps its blank embedding: the
+    # projector leaves unchanged (a fresh head would draw a random blank direction and reset the scale and embedding).
+    logs: list[str] = []
+    empty_cache = EncoderCache(tmp_path / "cache", encoder_fingerprint(model))
+    cfg = AlignConfig(epochs=0, batch_size=8, keep_head=True, encoder_layers=1, encoder_epochs=1, encoder_lr=0.0,
+                      encoder_head_lr=0.0)
+    metrics = align_projector(model, processor, train_u, dev_u, empty_cache, cfg, log=logs.append)
+    after = model.multi_modal_projector.state_dict()
+    for key, value in head.items():
+        torch.testing.assert_close(after[key], value, atol=0, rtol=0, msg=key)
+    assert len(metrics["epoch_losses"]) == 1 and any(line.startswith("encoder epoch 1/1") for line in logs)
+    assert not any((tmp_path / "cache").rglob("*.*"))  # no frozen phase, so no cached frames were written
+
+
+def test_an_alignment_with_nothing_to_train_is_refused(setup):
+    root, folder, train, _ = setup
+    model, processor = AudioLM.from_pretrained(folder), Processor.from_pretrained(folder)
+    utts = spoken_utterances(train, processor.tokenizer)
+    cache = EncoderCache(root / "cache", encoder_fingerprint(model))
+    with pytest.raises(ValueError, match="nothing to train"):
+        align_projector(model, processor, utts, [], cache, AlignConfig(epochs=0), log=lambda m: None)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from auralm.checkpoint.assets import AssetUnavailableError
 
@@ -33,7 +34,7 @@ def test_base_joins_real_parts(base):
 def test_pack_then_assemble_gives_the_trained_model(base, tmp_path):
     from auralm import AudioLM
     from auralm.demo.base import build_base
-    from auralm.demo.package import apply_delta, assemble, pack
+    from auralm.demo.package import apply_delta, assemble, pack, shipped_stages
     from auralm.train.lora import apply_lora, merge_lora, save_adapter
 
     model, processor = base
@@ -68,3 +69,21 @@ def test_pack_then_assemble_gives_the_trained_model(base, tmp_path):
     # The stages merged and cut to their whole energy: one rank-4 update, the same weights.
     merged = pack(tmp_path / "final", [tmp_path / "adapter"], {"prompts": {}}, out_dir=tmp_path / "ship1", merge_energy=1.0)
     assert merged["max_abs_deviation"] < 1e-3 and merged["bytes"] <= info["bytes"]
+
+    # A model trained further from the assembled one (here its encoder's top block) packs with the LoRA stages read
+    # back from the earlier delta: the stages and the new full tensors both come back.
+    further = AudioLM.from_pretrained(out)
+    top = next(further.audio_tower.layers[-1].parameters())
+    with torch.no_grad():
+        top.add_(0.01)
+    further.save_pretrained(tmp_path / "further")
+    processor.save_pretrained(tmp_path / "further")
+    stages = shipped_stages(tmp_path / "ship")
+    assert [scaling for scaling, _ in stages] == [2.0] and all("q_proj" in m for m in stages[0][1])
+    again = pack(tmp_path / "further", [], {"prompts": {}}, out_dir=tmp_path / "ship2", stages=stages)
+    assert again["max_abs_deviation"] < 4e-3  # float16 storage of the encoder block's weights (|w| up to ~4)
+    rebuilt = apply_delta(build_base()[0], tmp_path / "ship2")
+    for (k, a), (_, b) in zip(rebuilt.state_dict().items(), further.state_dict().items()):
+        torch.testing.assert_close(a, b, atol=4e-3, rtol=0, msg=k)
+    assert f"audio_tower.layers.{len(further.audio_tower.layers) - 1}" in " ".join(
+        safe_open(str(tmp_path / "ship2" / "delta.safetensors"), framework="pt").keys())  # shipped in full

@@ -90,7 +90,7 @@ def heard_text(record: dict, sounds: bool = False) -> str | None:
 class AlignConfig:
     """Settings of the CTC pre-alignment."""
 
-    epochs: int = 6  # passes over the speech clips of the train manifest
+    epochs: int = 6  # passes over the speech clips of the train manifest (0: only the encoder phase below)
     batch_size: int = 32  # clips per step
     lr: float = 3e-3  # AdamW learning rate (cosine decay to 10%, no weight decay)
     init_scale: float = 10.0  # initial cosine-logit scale (learned)
@@ -264,11 +264,15 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
     With `state_file`, the head, the trained encoder blocks, the optimiser, the schedule and the batch order are
     saved there after every epoch, and a run that finds the file resumes after its last finished epoch (the same
     result as an uninterrupted run; a state of another model, other settings or other clips is refused). The
-    metrics' "seconds" count the last run only."""
+    metrics' "seconds" count the last run only. A model with a CTC head already (`projector_ctc_rows`) goes on from
+    it: its linear layer, blank direction and scale start the head (scoring `train`'s tokens), and with `keep_head`
+    its blank embedding is kept."""
     t0 = time.time()
     tower = model.audio_tower
     if not 0 <= cfg.encoder_layers <= len(tower.layers):
         raise ValueError(f"encoder_layers must be 0..{len(tower.layers)} (the encoder's blocks), got {cfg.encoder_layers}")
+    if not cfg.epochs and not (cfg.encoder_layers and cfg.encoder_epochs):
+        raise ValueError("nothing to train: epochs is 0 and there is no encoder phase (encoder_layers, encoder_epochs)")
     vocab = sorted({t for u in train + dev for t in u.tokens})  # LLM token ids; class c is vocab[c - 1]
     signature = {"config": asdict(cfg), "encoder": encoder_fingerprint(model), "train": [u.audio for u in train],
                  "vocab": vocab}  # fmt: skip
@@ -278,16 +282,24 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
         if resume["signature"] != signature:
             raise ValueError(f"{state_file} was written by a CTC alignment of another model, settings or clips; "
                              "delete it to start over")
-    encode_clips(cache, processor, model, {u.audio: u.seconds for u in train + dev}, progress=True)
-    log(f"encoded {len(train) + len(dev)} clips in {time.time() - t0:.0f} s")
+    if cfg.epochs:  # the frozen phase reads cached encoder frames; the encoder phase computes its own
+        encode_clips(cache, processor, model, {u.audio: u.seconds for u in train + dev}, progress=True)
+        log(f"encoded {len(train) + len(dev)} clips in {time.time() - t0:.0f} s")
     index = {t: i + 1 for i, t in enumerate(vocab)}
     embed = model.language_model.model.embed_tokens.weight.detach()  # (V_llm, D)
     torch.manual_seed(cfg.seed)
-    head = CosineCTCHead(model.multi_modal_projector.linear, embed[vocab], cfg.init_scale)
+    projector = model.multi_modal_projector
+    head = CosineCTCHead(projector.linear, embed[vocab], cfg.init_scale)
+    if projector.ctc_rows:  # the model has a CTC head already: go on from it (its scoring rows may be other tokens)
+        with torch.no_grad():
+            head.blank.copy_(projector.ctc_blank.float())
+            head.log_scale.copy_(projector.ctc_log_scale.float())
     targets = [torch.tensor([index[t] for t in u.tokens]) for u in train]
     rng = random.Random(cfg.seed)
     metrics: dict = {"clips": len(train), "vocab": len(vocab), "epoch_losses": []}
-    train_frames, dev_frames = CachedFrames(cache, train), CachedFrames(cache, dev)
+    train_frames = dev_frames = None
+    if cfg.epochs:
+        train_frames, dev_frames = CachedFrames(cache, train), CachedFrames(cache, dev)
     blocks: list[nn.Parameter] = []  # what trains with the head in the encoder phase: the top blocks and final norm
     if cfg.encoder_layers:
         blocks = [p for block in tower.layers[-cfg.encoder_layers:] for p in block.parameters()]
@@ -352,9 +364,9 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
                 })  # fmt: skip
             log(msg)
 
-    if dev and resume is None:
+    if dev and resume is None and cfg.epochs:
         log(f"before: {dev_wers('_before')}")
-    if resume is None or resume["phase"] == "projector":
+    if cfg.epochs and (resume is None or resume["phase"] == "projector"):
         run(cfg.epochs, [{"params": list(head.parameters()), "lr": cfg.lr}], 0, 0, "projector")
     if cfg.encoder_layers and cfg.encoder_epochs:
         t1 = time.time()
@@ -398,7 +410,10 @@ def install_head(model, head: CosineCTCHead, vocab: list[int], drop_blank: bool 
     projector.linear.load_state_dict(head.proj.state_dict())
     projector.ctc_blank.copy_(head.blank)
     projector.ctc_log_scale.copy_(head.log_scale)
-    projector.ctc_blank_embed.copy_(model.language_model.model.embed_tokens.weight.float().mean(0))
+    old = model.multi_modal_projector
+    # a blank frame keeps what an earlier head's blank became; a new head's starts as the mean embedding row
+    blank_embed = old.ctc_blank_embed if old.ctc_rows else model.language_model.model.embed_tokens.weight.mean(0)
+    projector.ctc_blank_embed.copy_(blank_embed.float())
     model.multi_modal_projector = projector
 
 

@@ -69,12 +69,29 @@ def merge_stages(stages: list[tuple[float, dict[str, tuple[torch.Tensor, torch.T
     return 1.0, merged
 
 
+def shipped_stages(shipped: Path = SHIPPED_DIR) -> list[tuple[float, dict[str, tuple[torch.Tensor, torch.Tensor]]]]:
+    """The LoRA stages of a shipped delta, in order: [(scaling, {module: (A, B)})], in float32."""
+    meta = json.loads((shipped / META_NAME).read_text())
+    stages: list[tuple[float, dict[str, tuple[torch.Tensor, torch.Tensor]]]] = []
+    with safe_open(str(shipped / DELTA_NAME), framework="pt") as f:
+        keys = list(f.keys())
+        for i, scaling in enumerate(meta["lora_scalings"]):
+            prefix = f"stage{i}."
+            modules = [k[len(prefix):-len(".lora_A")] for k in keys if k.startswith(prefix) and k.endswith(".lora_A")]
+            stages.append((scaling, {m: (f.get_tensor(f"{prefix}{m}.lora_A").float(),
+                                         f.get_tensor(f"{prefix}{m}.lora_B").float()) for m in modules}))
+    return stages
+
+
 def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_dir: str | Path = SHIPPED_DIR,
-         dtype: torch.dtype = torch.float16, merge_energy: float | None = None) -> dict[str, float]:
+         dtype: torch.dtype = torch.float16, merge_energy: float | None = None,
+         stages: list[tuple[float, dict[str, tuple[torch.Tensor, torch.Tensor]]]] = ()) -> dict[str, float]:
     """Write the shipped files for a trained model; returns the size and the max deviation of the re-assembly.
 
     merge_energy: ship the stages' LoRA updates merged and cut to that share of their energy (`merge_stages`)
-    instead of every stage's factors (opt-in: the recipe's own packing ships every stage)."""
+    instead of every stage's factors (opt-in: the recipe's own packing ships every stage).
+    stages: LoRA updates held in memory (e.g. `shipped_stages` of an earlier delta, when a model trained from the
+    assembled demo model is packed), shipped before those of `adapter_dirs`."""
     base, processor = build_base()
     n_base_rows = processor.tokenizer.get_vocab_size(with_added_tokens=False)
     trained_model = load_audiolm(final_dir)
@@ -82,7 +99,7 @@ def pack(final_dir: str | Path, adapter_dirs: list[str | Path], meta: dict, out_
     use_ctc_rows(base, rows, drop_blank)
     trained = trained_model.state_dict()
     base_sd = base.state_dict()
-    stages = [_read_adapter(Path(d)) for d in adapter_dirs]
+    stages = [*stages, *(_read_adapter(Path(d)) for d in adapter_dirs)]
     lora_modules = {m + ".weight" for _, factors in stages for m in factors}
     if merge_energy is not None:
         stages = [merge_stages(stages, merge_energy)]
