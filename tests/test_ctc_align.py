@@ -268,3 +268,29 @@ def test_an_alignment_with_nothing_to_train_is_refused(setup):
     cache = EncoderCache(root / "cache", encoder_fingerprint(model))
     with pytest.raises(ValueError, match="nothing to train"):
         align_projector(model, processor, utts, [], cache, AlignConfig(epochs=0), log=lambda m: None)
+
+
+def test_the_recipes_hear_stage_trains_the_top_encoder_block_under_a_kept_head(setup, tmp_path):
+    from auralm.demo import train as demo_train
+
+    root, folder, train, dev = setup
+    torch.manual_seed(0)
+    data = {"train": train, "dev": dev}
+    with pytest.raises(SystemExit, match="has none"):  # a linear projector: nothing for the stage to go on from
+        demo_train.hear_stage(folder, tmp_path, data, 0.01, encoder_layers=1)
+    start = demo_train.ctc_stage(folder, tmp_path, data, 0.01, keep_head=True)
+    (start / "auralm.json").write_text(json.dumps({"asr_num_beams": 4}))
+    final = demo_train.hear_stage(start, tmp_path, data, 0.01, encoder_layers=1)
+    assert final == tmp_path / "hear" / "final" and not (tmp_path / "hear" / "state.pt").exists()
+    before, after = AudioLM.from_pretrained(start), AudioLM.from_pretrained(final)
+    assert after.cfg.projector_ctc_rows == before.cfg.projector_ctc_rows
+    old, new = before.state_dict(), after.state_dict()
+    changed = {k for k in new if not torch.equal(new[k], old[k])}
+    top = len(after.audio_tower.layers) - 1
+    assert any(k.startswith(f"audio_tower.layers.{top}.") for k in changed)
+    assert all(k.startswith(("multi_modal_projector.", f"audio_tower.layers.{top}.", "audio_tower.layer_norm."))
+               for k in changed), changed
+    assert json.loads((final / "auralm.json").read_text()) == {"asr_num_beams": 4}  # asked as the start was
+    metrics = json.loads((final / "ctc_align.json").read_text())
+    assert len(metrics["epoch_losses"]) == 2 and "dev_wer" in metrics  # the encoder phase's 2 epochs only
+    assert demo_train.hear_stage(start, tmp_path, data, 0.01, encoder_layers=1) == final  # done: skipped

@@ -21,6 +21,9 @@
 4. dpo: preference pairs, LoRA, the SFT model as the frozen reference.
 5. voice (after dpo): voice chat, the train split's arithmetic typed, and a replay of the other tasks; LoRA r=8
    (`voice_manifest`; `--voice-said N` adds sentences heard alone and answered as the LLM answers them typed).
+6. hear (opt-in, after the LLM stages; `--from-demo --stages hear` goes on from the shipped model): the encoder's
+   top `--hear-layers` blocks train with the kept CTC head by CTC on the speech and sound clips (`hear_stage`); the
+   LLM reads the head's posterior mixes of its own rows, so it is served by a head that hears better as it is.
 Every stage resumes from its checkpoints (the ctc stage after its last finished epoch) and is skipped once its final
 folder exists; then the shipped files are packed (`auralm.demo.package`).
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,7 +46,8 @@ from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
 from auralm.data.manifest import write_manifest
 from auralm.demo.base import save_base
 from auralm.demo.ctc_align import AlignConfig, align_projector, spoken_utterances
-from auralm.demo.package import pack
+from auralm.demo.locate import demo_model_dir
+from auralm.demo.package import META_NAME, SHIPPED_DIR, pack, shipped_stages
 from auralm.eval.voice_knowledge import llm_answers
 from auralm.infer.api import AudioChat
 from auralm.processor import Processor
@@ -162,31 +167,54 @@ def voice_manifest(train: Path, out: Path, base: Path, seed: int = 0, said_clips
             "replay": len(replay)}
 
 
+def ctc_clips(scale: float) -> int:
+    """Speech and sound clips the CTC stages read (so that the head also names sounds); at scale 0.5, 12,000 of the
+    26,400 (encoding them ran at ~35 clips/s on this 2-core machine)."""
+    return max(200, round(24000 * scale))
+
+
 def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_head: bool = False,
               drop_blank: bool = False, encoder_layers: int = 0) -> Path:
     """Align the base model's projector by CTC (skipped once `run/ctc/final` exists; resumed after its last finished
     epoch when interrupted); returns its folder. With `keep_head` the projector keeps the CTC head (frames reach the
     LLM as posterior mixes of its rows), and with `drop_blank` the LLM attends only to its non-blank frames. With
     `encoder_layers`, the encoder's top blocks then train with the head (`AlignConfig.encoder_epochs`)."""
-    final = run / "ctc" / "final"
+    cfg = AlignConfig(max_clips=ctc_clips(scale), epochs=5, sounds=True, keep_head=keep_head, drop_blank=drop_blank,
+                      encoder_layers=encoder_layers)
+    return _align_stage("ctc", base, run, data, cfg)
+
+
+def hear_stage(start: Path, run: Path, data: dict[str, Path], scale: float, encoder_layers: int = 2) -> Path:
+    """After the LLM stages: the encoder's top `encoder_layers` blocks train with the CTC head of `start` (a model
+    with a kept head), by CTC on the speech and sound clips, for `AlignConfig.encoder_epochs` (the encoder phase
+    alone). The LLM reads the head's posterior mixes of its own embedding rows and joint decoding scores with the
+    head, so a head that hears better serves the trained LLM as it is. Skipped once `run/hear/final` exists; resumed
+    after its last finished epoch."""
+    if not load_audiolm(start).cfg.projector_ctc_rows:
+        raise SystemExit(f"the hear stage trains a kept CTC head, and {start} has none (train with --ctc-head)")
+    cfg = AlignConfig(max_clips=ctc_clips(scale), epochs=0, sounds=True, keep_head=True, encoder_layers=encoder_layers)
+    return _align_stage("hear", start, run, data, cfg)
+
+
+def _align_stage(name: str, start: Path, run: Path, data: dict[str, Path], cfg: AlignConfig) -> Path:
+    """Run `align_projector` on the model of `start` into `run/name/final` (see ctc_stage, hear_stage)."""
+    final = run / name / "final"
     if (final / "config.json").is_file():
         return final
-    model, processor = load_audiolm(base), Processor.from_pretrained(base)
-    # Speech and sound clips (so that the aligned projector also names sounds); at scale 0.5, 12,000 of the 26,400
-    # (encoding them ran at ~35 clips/s on this 2-core machine).
-    cfg = AlignConfig(max_clips=max(200, round(24000 * scale)), epochs=5, sounds=True, keep_head=keep_head,
-                      drop_blank=drop_blank, encoder_layers=encoder_layers)
+    model, processor = load_audiolm(start), Processor.from_pretrained(start)
     train_utts = spoken_utterances(data["train"], processor.tokenizer, cfg.max_clips, cfg.seed, sounds=True)
     dev_utts = spoken_utterances(data["dev"], processor.tokenizer, sounds=True)
     dev_utts = random.Random(0).sample(dev_utts, min(len(dev_utts), 500))
     cache = EncoderCache(run / "encoder_cache", encoder_fingerprint(model))
-    state = run / "ctc" / "state.pt"  # after every epoch: an interrupted stage resumes there
+    state = run / name / "state.pt"  # after every epoch: an interrupted stage resumes there
     state.parent.mkdir(parents=True, exist_ok=True)
     metrics = align_projector(model, processor, train_utts, dev_utts, cache, cfg, state_file=state)
     tmp = final.with_name("final.tmp")
-    save_audiolm(model, tmp, generation_defaults=read_generation_defaults(base))
+    save_audiolm(model, tmp, generation_defaults=read_generation_defaults(start))
     processor.save_pretrained(tmp)
     (tmp / "ctc_align.json").write_text(json.dumps(metrics, indent=1))
+    if (start / "auralm.json").is_file():  # the prompts and decoding the start folder was trained with
+        shutil.copy(start / "auralm.json", tmp / "auralm.json")
     tmp.replace(final)
     state.unlink(missing_ok=True)
     state.with_name(state.name + ".tmp").unlink(missing_ok=True)
@@ -261,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
     ap.add_argument("--stages", default="ctc,pretrain,sft,dpo",
                     help="stages in order (default: the shipped recipe); 'align,pretrain,sft,dpo' is the earlier "
-                         "recipe without CTC alignment (see the README)")
+                         "recipe without CTC alignment (see the README); hear runs after the LLM stages")
     ap.add_argument("--ctc-head", action="store_true",
                     help="the projector keeps the ctc stage's head: frames reach the LLM as CTC-posterior mixes of its "
                          "embedding rows (auralm's option; transformers and vLLM would ignore it); add the 'read' stage "
@@ -276,10 +304,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="step counts that replace the scaled ones, e.g. read=600,pretrain=300,sft=210,dpo=10")
     ap.add_argument("--voice-said", type=int, default=SAID_CLIPS, metavar="N",
                     help="the voice stage also hears N English sentences answered by the base LLM (default none)")
+    ap.add_argument("--hear-layers", type=int, default=2, metavar="K",
+                    help="the hear stage trains the encoder's top K blocks with the CTC head (default 2)")
+    ap.add_argument("--from-demo", action="store_true",
+                    help="start from the shipped demo model (its stages ship again), e.g. --stages hear")
     ap.add_argument("--no-pack", action="store_true")
+    ap.add_argument("--pack-dir", type=Path, default=SHIPPED_DIR, help="where the shipped files are written "
+                    "(default: the package's own auralm/demo/weights)")
+    ap.add_argument("--merge-energy", type=float, default=None, metavar="E",
+                    help="ship all LoRA stages as one low-rank update per module keeping E of its energy (e.g. 0.999)")
     ap.add_argument("--no-llm-answers", action="store_true", help="leave out voice-chat questions that have no answer")
     args = ap.parse_args(argv)
     step_counts = parse_steps(args.steps)
+    wanted = args.stages.split(",")
+    unknown = [w for w in wanted if w not in ("ctc", *STAGES, "hear")]
+    if unknown:
+        raise SystemExit(f"--stages: {', '.join(unknown)} is not a stage (ctc, {', '.join(STAGES)}, hear)")
     run = args.out.resolve()
     run.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -289,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
         save_base(base)
     n_base_rows = Processor.from_pretrained(base).tokenizer.get_vocab_size(with_added_tokens=False)
     world = args.world.resolve()
-    wanted = args.stages.split(",")
     data = {"train": run / "train.jsonl", "dev": run / "dev.jsonl"}
     for split in ("train", "dev"):
         filled = fill_answers(base, world / f"{split}.jsonl", data[split], answer=not args.no_llm_answers)
@@ -306,13 +345,19 @@ def main(argv: list[str] | None = None) -> int:
     # The manifests name audio relative to the world folder; the filled copies live in the run folder.
     if not (run / "audio").exists():
         (run / "audio").symlink_to(world / "audio")
-    start = base
+    start, prior, meta = base, [], {}
+    if args.from_demo:  # go on from the shipped model: its LoRA stages ship again before this run's
+        if "ctc" in wanted:
+            raise SystemExit("--from-demo goes on from the shipped model, which has its ctc stage already")
+        start, prior = demo_model_dir(), shipped_stages()
+        meta = json.loads((SHIPPED_DIR / META_NAME).read_text())
     ctc_head = "ctc" in wanted and (args.ctc_head or args.ctc_drop_blank)
     if "ctc" in wanted:
         print(f"[{time.time() - t0:6.0f}s] stage ctc", flush=True)
         start = ctc_stage(base, run, data, args.scale, keep_head=ctc_head,
                           drop_blank=args.ctc_drop_blank, encoder_layers=args.ctc_encoder_layers)
-    stages, common = stage_configs(start, run, data, n_base_rows, args.scale, [w for w in wanted if w != "ctc"],
+    stages, common = stage_configs(start, run, data, n_base_rows, args.scale,
+                                   [w for w in wanted if w not in ("ctc", "hear")],
                                    slow_projector="ctc" in wanted, step_counts=step_counts)
     adapters = []
     for name, overrides in stages:
@@ -325,17 +370,24 @@ def main(argv: list[str] | None = None) -> int:
             (final / "auralm.json").write_text(json.dumps(chat_options(ctc_head), indent=2))
         if (run / name / "adapter").is_dir():
             adapters.append(run / name / "adapter")
+        start = final
+    if "hear" in wanted:
+        print(f"[{time.time() - t0:6.0f}s] stage hear", flush=True)
+        start = hear_stage(start, run, data, args.scale, args.hear_layers)
     print(f"[{time.time() - t0:6.0f}s] training done", flush=True)
-    if not args.no_pack and stages:
-        last = stages[-1][0]
+    if not args.no_pack and (stages or "hear" in wanted):
         steps = {n: int(next(o for o in ov if o.startswith("steps=")).split("=")[1]) for n, ov in stages}
-        meta = {"trained_stages": (["ctc"] if "ctc" in wanted else []) + [n for n, _ in stages], "stage_steps": steps,
-                "train_seconds": round(time.time() - t0), "prompts": chat_options(ctc_head)}
-        if "ctc" in wanted:
-            ctc = json.loads((run / "ctc" / "final" / "ctc_align.json").read_text())
-            meta["ctc"] = {k: ctc[k] for k in ("clips", "steps", "dev_wer", "dev_sound_wer") if k in ctc}
-        info = pack(run / last / "final", adapters, meta)
-        print(f"packed: {info}")
+        meta["trained_stages"] = [*meta.get("trained_stages", []), *(["ctc"] if "ctc" in wanted else []),
+                                  *(n for n, _ in stages), *(["hear"] if "hear" in wanted else [])]
+        meta["stage_steps"] = {**meta.get("stage_steps", {}), **steps}
+        meta["train_seconds"] = meta.get("train_seconds", 0) + round(time.time() - t0)
+        meta["prompts"] = meta.get("prompts") or chat_options(ctc_head)
+        for name in ("ctc", "hear"):
+            if name in wanted:
+                found = json.loads((run / name / "final" / "ctc_align.json").read_text())
+                meta[name] = {k: found[k] for k in ("clips", "steps", "dev_wer", "dev_sound_wer") if k in found}
+        info = pack(start, adapters, meta, out_dir=args.pack_dir, merge_energy=args.merge_energy, stages=prior)
+        print(f"packed into {args.pack_dir}: {info}")
     return 0
 
 
