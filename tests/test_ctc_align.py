@@ -273,7 +273,7 @@ def test_an_alignment_with_nothing_to_train_is_refused(setup):
 def test_the_recipes_hear_stage_trains_the_top_encoder_block_under_a_kept_head(setup, tmp_path):
     from auralm.demo import train as demo_train
 
-    root, folder, train, dev = setup
+    _, folder, train, dev = setup
     torch.manual_seed(0)
     data = {"train": train, "dev": dev}
     with pytest.raises(SystemExit, match="has none"):  # a linear projector: nothing for the stage to go on from
