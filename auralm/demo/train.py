@@ -184,15 +184,17 @@ def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_h
     return _align_stage("ctc", base, run, data, cfg)
 
 
-def hear_stage(start: Path, run: Path, data: dict[str, Path], scale: float, encoder_layers: int = 2) -> Path:
+def hear_stage(start: Path, run: Path, data: dict[str, Path], scale: float, encoder_layers: int = 2,
+               epochs: int = 2) -> Path:
     """After the LLM stages: the encoder's top `encoder_layers` blocks train with the CTC head of `start` (a model
-    with a kept head), by CTC on the speech and sound clips, for `AlignConfig.encoder_epochs` (the encoder phase
+    with a kept head), by CTC on the speech and sound clips, for `epochs` (the encoder phase of `align_projector`
     alone). The LLM reads the head's posterior mixes of its own embedding rows and joint decoding scores with the
     head, so a head that hears better serves the trained LLM as it is. Skipped once `run/hear/final` exists; resumed
     after its last finished epoch."""
     if not load_audiolm(start).cfg.projector_ctc_rows:
         raise SystemExit(f"the hear stage trains a kept CTC head, and {start} has none (train with --ctc-head)")
-    cfg = AlignConfig(max_clips=ctc_clips(scale), epochs=0, sounds=True, keep_head=True, encoder_layers=encoder_layers)
+    cfg = AlignConfig(max_clips=ctc_clips(scale), epochs=0, sounds=True, keep_head=True, encoder_layers=encoder_layers,
+                      encoder_epochs=epochs)
     return _align_stage("hear", start, run, data, cfg)
 
 
@@ -306,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the voice stage also hears N English sentences answered by the base LLM (default none)")
     ap.add_argument("--hear-layers", type=int, default=2, metavar="K",
                     help="the hear stage trains the encoder's top K blocks with the CTC head (default 2)")
+    ap.add_argument("--hear-epochs", type=int, default=2, metavar="N", help="epochs of the hear stage (default 2)")
     ap.add_argument("--from-demo", action="store_true",
                     help="start from the shipped demo model (its stages ship again), e.g. --stages hear")
     ap.add_argument("--no-pack", action="store_true")
@@ -373,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         start = final
     if "hear" in wanted:
         print(f"[{time.time() - t0:6.0f}s] stage hear", flush=True)
-        start = hear_stage(start, run, data, args.scale, args.hear_layers)
+        start = hear_stage(start, run, data, args.scale, args.hear_layers, args.hear_epochs)
     print(f"[{time.time() - t0:6.0f}s] training done", flush=True)
     if not args.no_pack and (stages or "hear" in wanted):
         steps = {n: int(next(o for o in ov if o.startswith("steps=")).split("=")[1]) for n, ov in stages}
@@ -382,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         meta["stage_steps"] = {**meta.get("stage_steps", {}), **steps}
         meta["train_seconds"] = meta.get("train_seconds", 0) + round(time.time() - t0)
         meta["prompts"] = meta.get("prompts") or chat_options(ctc_head)
+        if args.from_demo:  # how the model it went on from was made, then this run
+            command = "python -m auralm.demo.train " + " ".join(sys.argv[1:] if argv is None else argv)
+            meta["recipe"] = f"{meta['recipe']}; then {command}" if meta.get("recipe") else command
         for name in ("ctc", "hear"):
             if name in wanted:
                 found = json.loads((run / name / "final" / "ctc_align.json").read_text())
