@@ -383,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         meta["trained_stages"] = [*meta.get("trained_stages", []), *(["ctc"] if "ctc" in wanted else []),
                                   *(n for n, _ in stages), *(["hear"] if "hear" in wanted else [])]
         meta["stage_steps"] = {**meta.get("stage_steps", {}), **steps}
-        meta["train_seconds"] = meta.get("train_seconds", 0) + round(time.time() - t0)
+        if args.from_demo:  # the wall time of each run that went on from the shipped model
+            meta["from_demo_seconds"] = [*meta.get("from_demo_seconds", []), round(time.time() - t0)]
+        else:
+            meta["train_seconds"] = round(time.time() - t0)
         meta["prompts"] = meta.get("prompts") or chat_options(ctc_head)
         if args.from_demo:  # how the model it went on from was made, then this run
             command = "python -m auralm.demo.train " + " ".join(sys.argv[1:] if argv is None else argv)
