@@ -294,3 +294,16 @@ def test_the_recipes_hear_stage_trains_the_top_encoder_block_under_a_kept_head(s
     metrics = json.loads((final / "ctc_align.json").read_text())
     assert len(metrics["epoch_losses"]) == 2 and "dev_wer" in metrics  # the encoder phase's 2 epochs only
     assert demo_train.hear_stage(start, tmp_path, data, 0.01, encoder_layers=1) == final  # done: skipped
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--stages", "ctc,bogus"], "bogus is not a stage"),
+    (["--stages", "pretrain,hear"], "add --ctc-head"),
+    (["--from-demo", "--stages", "ctc,hear"], "has its ctc stage already"),
+])
+def test_the_recipe_refuses_stage_lists_it_cannot_run_before_any_work(tmp_path, argv, message):
+    from auralm.demo import train as demo_train
+
+    with pytest.raises(SystemExit, match=message):
+        demo_train.main(["--world", str(tmp_path / "world"), "--out", str(tmp_path / "run"), *argv])
+    assert not (tmp_path / "run").exists()

@@ -323,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [w for w in wanted if w not in ("ctc", *STAGES, "hear")]
     if unknown:
         raise SystemExit(f"--stages: {', '.join(unknown)} is not a stage (ctc, {', '.join(STAGES)}, hear)")
+    if args.from_demo and "ctc" in wanted:
+        raise SystemExit("--from-demo goes on from the shipped model, which has its ctc stage already")
+    if "hear" in wanted and not (args.from_demo or args.ctc_head or args.ctc_drop_blank):
+        raise SystemExit("the hear stage trains a kept CTC head: add --ctc-head (or go on from the shipped model with "
+                         "--from-demo)")
     run = args.out.resolve()
     run.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -350,8 +355,6 @@ def main(argv: list[str] | None = None) -> int:
         (run / "audio").symlink_to(world / "audio")
     start, prior, meta = base, [], {}
     if args.from_demo:  # go on from the shipped model: its LoRA stages ship again before this run's
-        if "ctc" in wanted:
-            raise SystemExit("--from-demo goes on from the shipped model, which has its ctc stage already")
         start, prior = demo_model_dir(), shipped_stages()
         meta = json.loads((SHIPPED_DIR / META_NAME).read_text())
     ctc_head = "ctc" in wanted and (args.ctc_head or args.ctc_drop_blank)
