@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 
 from auralm.checkpoint.hf import load_audiolm, read_generation_defaults, save_audiolm
+from auralm.config import AudioLMConfig
 from auralm.cpu import fast_bf16
 from auralm.data.feature_cache import EncoderCache, encoder_fingerprint
 from auralm.data.manifest import write_manifest
@@ -191,7 +192,8 @@ def hear_stage(start: Path, run: Path, data: dict[str, Path], scale: float, enco
     alone). The LLM reads the head's posterior mixes of its own embedding rows and joint decoding scores with the
     head, so a head that hears better serves the trained LLM as it is. Skipped once `run/hear/final` exists; resumed
     after its last finished epoch."""
-    if not load_audiolm(start).cfg.projector_ctc_rows:
+    done = (run / "hear" / "final" / "config.json").is_file()
+    if not done and not AudioLMConfig.from_hf(json.loads((start / "config.json").read_text())).projector_ctc_rows:
         raise SystemExit(f"the hear stage trains a kept CTC head, and {start} has none (train with --ctc-head)")
     cfg = AlignConfig(max_clips=ctc_clips(scale), epochs=0, sounds=True, keep_head=True, encoder_layers=encoder_layers,
                       encoder_epochs=epochs)
@@ -386,14 +388,13 @@ def main(argv: list[str] | None = None) -> int:
         meta["trained_stages"] = [*meta.get("trained_stages", []), *(["ctc"] if "ctc" in wanted else []),
                                   *(n for n, _ in stages), *(["hear"] if "hear" in wanted else [])]
         meta["stage_steps"] = {**meta.get("stage_steps", {}), **steps}
-        if args.from_demo:  # the wall time of each run that went on from the shipped model
+        meta["prompts"] = meta.get("prompts") or chat_options(ctc_head)
+        if args.from_demo:  # how the model it went on from was made, then this run, and each such run's wall time
+            command = "python -m auralm.demo.train " + " ".join(sys.argv[1:] if argv is None else argv)
+            meta["recipe"] = f"{meta['recipe']}; then {command}" if meta.get("recipe") else command
             meta["from_demo_seconds"] = [*meta.get("from_demo_seconds", []), round(time.time() - t0)]
         else:
             meta["train_seconds"] = round(time.time() - t0)
-        meta["prompts"] = meta.get("prompts") or chat_options(ctc_head)
-        if args.from_demo:  # how the model it went on from was made, then this run
-            command = "python -m auralm.demo.train " + " ".join(sys.argv[1:] if argv is None else argv)
-            meta["recipe"] = f"{meta['recipe']}; then {command}" if meta.get("recipe") else command
         for name in ("ctc", "hear"):
             if name in wanted:
                 found = json.loads((run / name / "final" / "ctc_align.json").read_text())
