@@ -230,3 +230,27 @@ def test_sentence_pools_grow_and_stay_held_out():
     # No transcript of the real-speech eval is anywhere in what the world says.
     spoken = {s.lower().strip(".?!") for s in (*pool, *texts.all_sentences())}
     assert not {clip.reference.lower().strip(".?!") for clip in CLIPS} & spoken
+
+
+def test_the_wide_pool_brings_new_words_and_stays_held_out():
+    import re
+
+    wide = texts.all_wide()
+    assert len(wide) > 2_000 and len(set(wide)) == len(wide)
+    parts = {s: set(texts.wide(s)) for s in voices.SPLITS}
+    assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["dev"])
+    assert 0.07 < len(parts["test"]) / len(wide) < 0.13
+    for sentence in wide:  # speakable: ASCII words, no digits, one final mark, at most 20 words
+        assert sentence[0].isupper() and sentence[-1] in ".?!" and sentence.isascii() and len(sentence.split()) <= 20
+        assert not any(c.isdigit() for c in sentence)
+
+    def words(text):
+        return re.findall(r"[a-z']+", text.lower())
+
+    old = {w for s in (*texts.all_sentences(), *everyday.all_everyday()) for w in words(s)}
+    new = {w for s in wide for w in words(s)} - old
+    assert len(new) > 2_000  # words the book and everyday pools never say
+    # No run of 5 words of a real-speech eval transcript is said (the eval stays held out).
+    held_out = {tuple(ws[i : i + 5]) for c in CLIPS for ws in [words(c.reference)] for i in range(len(ws) - 4)}
+    assert not any(tuple(ws[i : i + 5]) in held_out for s in wide for ws in [words(s)] for i in range(len(ws) - 4))
+

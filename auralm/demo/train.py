@@ -186,17 +186,18 @@ def ctc_stage(base: Path, run: Path, data: dict[str, Path], scale: float, keep_h
 
 
 def hear_stage(start: Path, run: Path, data: dict[str, Path], scale: float, encoder_layers: int = 2,
-               epochs: int = 2) -> Path:
+               epochs: int = 2, clips: int | None = None) -> Path:
     """After the LLM stages: the encoder's top `encoder_layers` blocks train with the CTC head of `start` (a model
     with a kept head), by CTC on the speech and sound clips, for `epochs` (the encoder phase of `align_projector`
-    alone). The LLM reads the head's posterior mixes of its own embedding rows and joint decoding scores with the
-    head, so a head that hears better serves the trained LLM as it is. Skipped once `run/hear/final` exists; resumed
+    alone), on `clips` of them (default `ctc_clips(scale)`). The LLM reads the head's posterior mixes of its own
+    embedding rows and joint decoding scores with the head, so a head that hears better serves the trained LLM as it
+    is. Skipped once `run/hear/final` exists; resumed
     after its last finished epoch."""
     done = (run / "hear" / "final" / "config.json").is_file()
     if not done and not AudioLMConfig.from_hf(json.loads((start / "config.json").read_text())).projector_ctc_rows:
         raise SystemExit(f"the hear stage trains a kept CTC head, and {start} has none (train with --ctc-head)")
-    cfg = AlignConfig(max_clips=ctc_clips(scale), epochs=0, sounds=True, keep_head=True, encoder_layers=encoder_layers,
-                      encoder_epochs=epochs)
+    cfg = AlignConfig(max_clips=clips or ctc_clips(scale), epochs=0, sounds=True, keep_head=True,
+                      encoder_layers=encoder_layers, encoder_epochs=epochs)
     return _align_stage("hear", start, run, data, cfg)
 
 
@@ -311,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hear-layers", type=int, default=2, metavar="K",
                     help="the hear stage trains the encoder's top K blocks with the CTC head (default 2)")
     ap.add_argument("--hear-epochs", type=int, default=2, metavar="N", help="epochs of the hear stage (default 2)")
+    ap.add_argument("--hear-clips", type=int, default=None, metavar="N",
+                    help="speech and sound clips the hear stage reads (default: as many as the ctc stage)")
     ap.add_argument("--from-demo", action="store_true",
                     help="start from the shipped demo model (its stages ship again), e.g. --stages hear")
     ap.add_argument("--no-pack", action="store_true")
@@ -381,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         start = final
     if "hear" in wanted:
         print(f"[{time.time() - t0:6.0f}s] stage hear", flush=True)
-        start = hear_stage(start, run, data, args.scale, args.hear_layers, args.hear_epochs)
+        start = hear_stage(start, run, data, args.scale, args.hear_layers, args.hear_epochs, args.hear_clips)
     print(f"[{time.time() - t0:6.0f}s] training done", flush=True)
     if not args.no_pack and (stages or "hear" in wanted):
         steps = {n: int(next(o for o in ov if o.startswith("steps=")).split("=")[1]) for n, ov in stages}

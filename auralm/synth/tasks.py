@@ -63,13 +63,14 @@ def _speech_clip(text: str, speaker: Speaker, rng: np.random.Generator, **allowe
 # ---------------------------------------------------------------------------------------------------------
 # Speech tasks.
 
-ASR_SUBSETS = ("numbers", "home", "broad", "everyday", "numbers_de", "numbers_fr", "numbers_es")
-ASR_WEIGHTS = (0.15, 0.2, 0.25, 0.2, 0.0667, 0.0667, 0.0666)
+ASR_SUBSETS = ("numbers", "home", "broad", "everyday", "wide", "numbers_de", "numbers_fr", "numbers_es")
+# "wide" (world version 4) takes 3/7 of the ASR clips; the others keep their clip counts (world.TASK_WEIGHTS).
+ASR_WEIGHTS = tuple(w * 4 / 7 for w in (0.15, 0.2, 0.25, 0.2)) + (3 / 7,) + tuple(w * 4 / 7 for w in (0.0667, 0.0667, 0.0666))
 
 
 def build_asr(split: str, rng: np.random.Generator) -> Clip:
-    """Speech recognition: English numbers, home-assistant requests, broad (book) and everyday sentences;
-    de/fr/es numbers."""
+    """Speech recognition: English numbers, home-assistant requests, broad (book), everyday and wide-vocabulary
+    sentences; de/fr/es numbers."""
     subset = ASR_SUBSETS[int(rng.choice(len(ASR_SUBSETS), p=ASR_WEIGHTS))]
     record: dict = {"task": "asr", "subset": subset}
     if subset.startswith("numbers"):
@@ -81,6 +82,8 @@ def build_asr(split: str, rng: np.random.Generator) -> Clip:
         language, text = "en", _choice(rng, texts.commands(split)).en
     elif subset == "everyday":
         language, text = "en", _choice(rng, texts.everyday(split))
+    elif subset == "wide":
+        language, text = "en", _choice(rng, texts.wide(split))
     else:
         language, text = "en", _choice(rng, texts.sentences(split))
     speaker = sample_speaker(rng, split) if language == "en" else sample_voice(rng, split, language)

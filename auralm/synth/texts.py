@@ -1,6 +1,6 @@
 """What the synthetic speakers say: numbers, a home-assistant grammar with its own German, French and Spanish
-phrase tables, spoken arithmetic, general questions, broad English sentences from books and everyday sentences
-from a grammar (everyday.py), each split into train/dev/test by content so that dev and test sentences and
+phrase tables, spoken arithmetic, general questions, broad English sentences from books, everyday sentences
+from a grammar (everyday.py) and wide-vocabulary sentences for common words the others lack, each split into train/dev/test by content so that dev and test sentences and
 numbers are never heard in training.
 
 The split of an item is a hash of its text (`holdout_split`), independent of the generation seed, so a test
@@ -339,6 +339,19 @@ def all_sentences() -> tuple[str, ...]:
 def sentences(split: str) -> tuple[str, ...]:
     """The broad English sentences of `split`."""
     return tuple(s for s in all_sentences() if holdout_split(f"sentence:{s}") == split)
+
+
+@functools.cache
+def all_wide() -> tuple[str, ...]:
+    """Sentences for common words the other pools lack, shipped in data/sentences_wide_en.txt (see data/SOURCES.md)."""
+    text = importlib.resources.files("auralm.synth").joinpath("data/sentences_wide_en.txt").read_text("utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+@functools.cache
+def wide(split: str) -> tuple[str, ...]:
+    """The wide-vocabulary sentences of `split`."""
+    return tuple(s for s in all_wide() if holdout_split(f"wide:{s}") == split)
 
 
 @functools.cache
