@@ -294,6 +294,8 @@ def test_the_recipes_hear_stage_trains_the_top_encoder_block_under_a_kept_head(s
     metrics = json.loads((final / "ctc_align.json").read_text())
     assert len(metrics["epoch_losses"]) == 2 and "dev_wer" in metrics  # the encoder phase's 2 epochs only
     assert demo_train.hear_stage(start, tmp_path, data, 0.01, encoder_layers=1) == final  # done: skipped
+    small = demo_train.hear_stage(start, tmp_path / "small", data, 0.01, encoder_layers=1, epochs=1, clips=3)
+    assert json.loads((small / "ctc_align.json").read_text())["clips"] == 3  # --hear-clips
 
 
 @pytest.mark.parametrize(("argv", "message"), [
