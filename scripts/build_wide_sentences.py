@@ -4,12 +4,12 @@ written by the demo's base LLM (SmolLM2-135M-Instruct, Apache-2.0) so that the w
 Run once by a maintainer, never at generation time (the generator reads only the text file):
 
     apt-get install wamerican       # /usr/share/dict/american-english, the dictionary that keeps real words
-    python auralm/synth/data/build_wide.py BASE_FOLDER /usr/share/dict/american-english > \
+    python scripts/build_wide_sentences.py BASE_FOLDER /usr/share/dict/american-english > \
         auralm/synth/data/sentences_wide_en.txt
 
 BASE_FOLDER is an assembled demo base model (`auralm.demo.base`), whose tokenizer also ranks the words: a BPE
 vocabulary lists its merges roughly from frequent to rare, so the word-start tokens (`Ġword`) in id order are
-common words first. Decoding is greedy, so the same base gives the same file. See SOURCES.md for the filters.
+common words first. Decoding is greedy, so the same base gives the same file. See auralm/synth/data/SOURCES.md for the filters.
 """
 
 import re
@@ -20,8 +20,9 @@ from auralm.eval.real_speech import CLIPS
 from auralm.infer.api import AudioChat
 from auralm.synth import everyday, texts
 
-# The sentences are cleaned by build_sentences' rules (it lives beside this script).
-sys.path.insert(0, str(Path(__file__).parent))
+# The sentences are cleaned by the book sentences' rules (auralm/synth/data/build_sentences.py). This script lives
+# outside the package because it runs the model (infer) and reads the eval's transcripts, above synth's tier.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "auralm" / "synth" / "data"))
 from build_sentences import clean
 
 WORDS = 9000  # words asked for, the most common first
