@@ -1,6 +1,7 @@
 """The synthetic world's voice engines (piper, hibari, flite, Festival), the mixture and its held-out voices, the
 speaker perturbation, the telephone band and the sentence pools. A handful of short clips each."""
 
+import re
 import shutil
 
 import numpy as np
@@ -233,8 +234,6 @@ def test_sentence_pools_grow_and_stay_held_out():
 
 
 def test_the_wide_pool_brings_new_words_and_stays_held_out():
-    import re
-
     wide = texts.all_wide()
     assert len(wide) > 2_000 and len(set(wide)) == len(wide)
     parts = {s: set(texts.wide(s)) for s in voices.SPLITS}

@@ -191,8 +191,7 @@ def hear_stage(start: Path, run: Path, data: dict[str, Path], scale: float, enco
     with a kept head), by CTC on the speech and sound clips, for `epochs` (the encoder phase of `align_projector`
     alone), on `clips` of them (default `ctc_clips(scale)`). The LLM reads the head's posterior mixes of its own
     embedding rows and joint decoding scores with the head, so a head that hears better serves the trained LLM as it
-    is. Skipped once `run/hear/final` exists; resumed
-    after its last finished epoch."""
+    is. Skipped once `run/hear/final` exists; resumed after its last finished epoch."""
     done = (run / "hear" / "final" / "config.json").is_file()
     if not done and not AudioLMConfig.from_hf(json.loads((start / "config.json").read_text())).projector_ctc_rows:
         raise SystemExit(f"the hear stage trains a kept CTC head, and {start} has none (train with --ctc-head)")

@@ -64,8 +64,10 @@ def _speech_clip(text: str, speaker: Speaker, rng: np.random.Generator, **allowe
 # Speech tasks.
 
 ASR_SUBSETS = ("numbers", "home", "broad", "everyday", "wide", "numbers_de", "numbers_fr", "numbers_es")
-# "wide" (world version 4) takes 3/7 of the ASR clips; the others keep their clip counts (world.TASK_WEIGHTS).
-ASR_WEIGHTS = tuple(w * 4 / 7 for w in (0.15, 0.2, 0.25, 0.2)) + (3 / 7,) + tuple(w * 4 / 7 for w in (0.0667, 0.0667, 0.0666))
+# "wide" (world version 4) takes 3/7 of the ASR clips; the others keep their version-3 shares of the other 4/7, so
+# their clip counts stay (ASR's weight went from 4 to 7, world.TASK_WEIGHTS).
+_V3_WEIGHTS = (0.15, 0.2, 0.25, 0.2, 0.0667, 0.0667, 0.0666)  # numbers, home, broad, everyday, numbers_de/fr/es
+ASR_WEIGHTS = (*(w * 4 / 7 for w in _V3_WEIGHTS[:4]), 3 / 7, *(w * 4 / 7 for w in _V3_WEIGHTS[4:]))
 
 
 def build_asr(split: str, rng: np.random.Generator) -> Clip:

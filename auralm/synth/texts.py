@@ -1,7 +1,7 @@
 """What the synthetic speakers say: numbers, a home-assistant grammar with its own German, French and Spanish
 phrase tables, spoken arithmetic, general questions, broad English sentences from books, everyday sentences
-from a grammar (everyday.py) and wide-vocabulary sentences for common words the others lack, each split into train/dev/test by content so that dev and test sentences and
-numbers are never heard in training.
+from a grammar (everyday.py) and wide-vocabulary sentences for common words the others lack, each split into
+train/dev/test by content so that dev and test sentences and numbers are never heard in training.
 
 The split of an item is a hash of its text (`holdout_split`), independent of the generation seed, so a test
 item stays a test item in every world.
@@ -328,11 +328,16 @@ def general_questions(split: str) -> tuple[str, ...]:
     return tuple(q for q in GENERAL_QUESTIONS if holdout_split(f"question:{q}") == split)
 
 
+def _shipped_lines(name: str) -> tuple[str, ...]:
+    """The non-empty lines of the text file `data/{name}` shipped with the package (see data/SOURCES.md)."""
+    text = importlib.resources.files("auralm.synth").joinpath(f"data/{name}").read_text("utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
 @functools.cache
 def all_sentences() -> tuple[str, ...]:
-    """The broad English sentences shipped in data/sentences_en.txt (see data/SOURCES.md)."""
-    text = importlib.resources.files("auralm.synth").joinpath("data/sentences_en.txt").read_text("utf-8")
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+    """The broad English sentences shipped in data/sentences_en.txt."""
+    return _shipped_lines("sentences_en.txt")
 
 
 @functools.cache
@@ -343,9 +348,8 @@ def sentences(split: str) -> tuple[str, ...]:
 
 @functools.cache
 def all_wide() -> tuple[str, ...]:
-    """Sentences for common words the other pools lack, shipped in data/sentences_wide_en.txt (see data/SOURCES.md)."""
-    text = importlib.resources.files("auralm.synth").joinpath("data/sentences_wide_en.txt").read_text("utf-8")
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+    """Sentences for common words the other pools lack, shipped in data/sentences_wide_en.txt."""
+    return _shipped_lines("sentences_wide_en.txt")
 
 
 @functools.cache
