@@ -249,6 +249,9 @@ def test_the_wide_pool_brings_new_words_and_stays_held_out():
     old = {w for s in (*texts.all_sentences(), *everyday.all_everyday()) for w in words(s)}
     new = {w for s in wide for w in words(s)} - old
     assert len(new) > 2_000  # words the book and everyday pools never say
+    # The second pass (world version 5) brings names and nations, which the first one's lower-case list left out.
+    names = {w for s in wide for w in re.findall(r"(?<=\s)[A-Z][a-z]{2,}", s)}
+    assert len(names) > 300
     # No run of 5 words of a real-speech eval transcript is said (the eval stays held out).
     held_out = {tuple(ws[i : i + 5]) for c in CLIPS for ws in [words(c.reference)] for i in range(len(ws) - 4)}
     assert not any(tuple(ws[i : i + 5]) in held_out for s in wide for ws in [words(s)] for i in range(len(ws) - 4))

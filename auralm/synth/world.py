@@ -35,11 +35,12 @@ from auralm.synth.tasks import BUILDERS
 
 SPLITS = voices.SPLITS
 # Bump when a change makes old worlds differ from new ones for the same seed (2: the mixture of voice engines;
-# 3: hibari's female voice joins it; 4: wide-vocabulary ASR sentences, ASR 4 -> 7).
-WORLD_VERSION = 4
+# 3: hibari's female voice joins it; 4: wide-vocabulary ASR sentences, ASR 4 -> 7; 5: twice the wide sentences,
+# ASR 7 -> 10).
+WORLD_VERSION = 5
 # Relative number of clips per task (ASR gets the most: it carries the vocabulary).
 TASK_WEIGHTS = {
-    "asr": 7.0, "s2tt": 1.5, "srwt": 1.0, "lid": 1.0, "speaker": 1.0, "sound_event": 1.0, "scene": 1.0,
+    "asr": 10.0, "s2tt": 1.5, "srwt": 1.0, "lid": 1.0, "speaker": 1.0, "sound_event": 1.0, "scene": 1.0,
     "caption": 1.0, "aqa": 1.5, "note": 1.0, "voice_chat": 1.5, "mixed": 1.0,
 }  # fmt: skip
 CHUNK = 16  # clips per worker job: large enough to amortise process hand-off, small for a smooth progress bar
