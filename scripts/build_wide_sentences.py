@@ -28,10 +28,9 @@ from auralm.synth import everyday, texts
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "auralm" / "synth" / "data"))
 from build_sentences import clean
 
-WORDS = 9000  # words asked for, the most common first
-# --extend: the words the first pass's sentences do not say, with capitalised dictionary words (names, nations,
-# months) and 3-letter words, which the first pass left out
-EXTEND_WORDS = 9000
+# Words asked for per pass, the most common first. --extend, the second pass: the words no line says yet, with
+# capitalised dictionary words (names, nations, months) and 3-letter words, which the first pass left out.
+WORDS = 9000
 BATCH = 96
 # The second prompt asks again for the words the first one's sentences do not say (it keeps ~35% of them).
 PROMPTS = ('Write one short sentence that uses the word "{word}".', 'Use the word "{word}" in a sentence.')
@@ -62,12 +61,12 @@ def wanted_words(tokenizer, dictionary: set[str], known: set[str], extend: bool 
         word = token[1:]
         if token.startswith("Ġ") and re.fullmatch(shape, word) and word in dictionary and word.lower() not in known:
             out.append(word)
-    return out[: EXTEND_WORDS if extend else WORDS]
+    return out[:WORDS]
 
 
 def keep(reply: str, word: str, held_out: set[tuple[str, ...]]) -> str | None:
-    """The reply's first sentence when it is plain, uses `word`, says nothing about words or sentences and
-    shares no EVAL_NGRAM-gram with an eval transcript; else None."""
+    """The reply's first sentence when it is plain, uses `word`, says nothing about words or sentences, names no
+    GROUPS and shares no EVAL_NGRAM-gram with an eval transcript; else None."""
     quoted = re.search(r':\s*"(.+)', reply)  # 'A sentence that uses the word "x" is: "The pub was ..."'
     text = quoted.group(1) if quoted else reply
     first = re.split(r"(?<=[.!?])\s", text.strip())[0]

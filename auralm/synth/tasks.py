@@ -64,7 +64,7 @@ def _speech_clip(text: str, speaker: Speaker, rng: np.random.Generator, **allowe
 # Speech tasks.
 
 ASR_SUBSETS = ("numbers", "home", "broad", "everyday", "wide", "numbers_de", "numbers_fr", "numbers_es")
-# "wide" takes 6/10 of the ASR clips (world version 4: 3/7; version 5, whose pool is twice as large: 6/10); the
+# "wide" takes 6/10 of the ASR clips (world version 4: 3/7; version 5, whose pool grew by a quarter: 6/10); the
 # others keep their version-3 shares of the other 4/10, so their clip counts stay (ASR's weight went from 4 to 7 to
 # 10, world.TASK_WEIGHTS).
 _V3_WEIGHTS = (0.15, 0.2, 0.25, 0.2, 0.0667, 0.0667, 0.0666)  # numbers, home, broad, everyday, numbers_de/fr/es

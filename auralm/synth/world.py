@@ -35,8 +35,8 @@ from auralm.synth.tasks import BUILDERS
 
 SPLITS = voices.SPLITS
 # Bump when a change makes old worlds differ from new ones for the same seed (2: the mixture of voice engines;
-# 3: hibari's female voice joins it; 4: wide-vocabulary ASR sentences, ASR 4 -> 7; 5: twice the wide sentences,
-# ASR 7 -> 10).
+# 3: hibari's female voice joins it; 4: wide-vocabulary ASR sentences, ASR 4 -> 7; 5: a second wide pass, twice the
+# wide clips, ASR 7 -> 10).
 WORLD_VERSION = 5
 # Relative number of clips per task (ASR gets the most: it carries the vocabulary).
 TASK_WEIGHTS = {
