@@ -261,6 +261,27 @@ def test_a_model_with_a_ctc_head_goes_on_from_it_in_an_encoder_only_phase(setup,
     assert not any((tmp_path / "cache").rglob("*.*"))  # no frozen phase, so no cached frames were written
 
 
+def test_a_head_that_goes_on_keeps_the_rows_of_words_its_new_clips_never_say(setup, tmp_path):
+    root, folder, train, dev = setup
+    torch.manual_seed(0)
+    model, processor = AudioLM.from_pretrained(folder), Processor.from_pretrained(folder)
+    train_u, dev_u = spoken_utterances(train, processor.tokenizer), spoken_utterances(dev, processor.tokenizer)
+    cache = EncoderCache(root / "cache", encoder_fingerprint(model))
+    align_projector(model, processor, train_u, dev_u, cache, AlignConfig(epochs=2, batch_size=8, keep_head=True),
+                    log=lambda m: None)
+    rows = set(model.multi_modal_projector.ctc_rows)
+    audio = set(processor.tokenizer.encode(" audio").ids) | set(processor.tokenizer.encode("audio").ids)
+    assert audio & rows
+    # A second run on clips that never say "audio" (a hear run on another world) still scores its tokens.
+    quiet = [u for u in train_u if "audio" not in u.text]
+    quiet_dev = [u for u in dev_u if "audio" not in u.text]
+    assert quiet and not {t for u in quiet + quiet_dev for t in u.tokens} >= (audio & rows)
+    cfg = AlignConfig(epochs=0, batch_size=8, keep_head=True, encoder_layers=1, encoder_epochs=1)
+    metrics = align_projector(model, processor, quiet, quiet_dev, EncoderCache(tmp_path / "c", encoder_fingerprint(model)),
+                              cfg, log=lambda m: None)
+    assert set(model.multi_modal_projector.ctc_rows) == rows and metrics["vocab"] == len(rows)
+
+
 def test_an_alignment_with_nothing_to_train_is_refused(setup):
     root, folder, train, _ = setup
     model, processor = AudioLM.from_pretrained(folder), Processor.from_pretrained(folder)

@@ -265,15 +265,18 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
     saved there after every epoch, and a run that finds the file resumes after its last finished epoch (the same
     result as an uninterrupted run; a state of another model, other settings or other clips is refused). The
     metrics' "seconds" count the last run only. A model with a CTC head already (`projector_ctc_rows`) goes on from
-    it: its linear layer, blank direction and scale start the head (scoring `train`'s tokens), and with `keep_head`
-    its blank embedding is kept."""
+    it: its linear layer, blank direction and scale start the head (scoring its own rows and `train`'s tokens), and
+    with `keep_head` its blank embedding is kept."""
     t0 = time.time()
     tower = model.audio_tower
     if not 0 <= cfg.encoder_layers <= len(tower.layers):
         raise ValueError(f"encoder_layers must be 0..{len(tower.layers)} (the encoder's blocks), got {cfg.encoder_layers}")
     if not cfg.epochs and not (cfg.encoder_layers and cfg.encoder_epochs):
         raise ValueError("nothing to train: epochs is 0 and there is no encoder phase (encoder_layers, encoder_epochs)")
-    vocab = sorted({t for u in train + dev for t in u.tokens})  # LLM token ids; class c is vocab[c - 1]
+    # LLM token ids; class c is vocab[c - 1]. The rows of a head the model has already are kept: a word that its
+    # earlier clips said and these do not stays writable (the rows are the LLM's fixed embeddings, nothing to train).
+    projector = model.multi_modal_projector
+    vocab = sorted({t for u in train + dev for t in u.tokens} | set(projector.ctc_rows))
     signature = {"config": asdict(cfg), "encoder": encoder_fingerprint(model), "train": [u.audio for u in train],
                  "vocab": vocab}  # fmt: skip
     resume = None
@@ -288,7 +291,6 @@ def align_projector(model, processor, train: list[Utterance], dev: list[Utteranc
     index = {t: i + 1 for i, t in enumerate(vocab)}
     embed = model.language_model.model.embed_tokens.weight.detach()  # (V_llm, D)
     torch.manual_seed(cfg.seed)
-    projector = model.multi_modal_projector
     head = CosineCTCHead(projector.linear, embed[vocab], cfg.init_scale)
     if projector.ctc_rows:  # the model has a CTC head already: go on from it (its scoring rows may be other tokens)
         with torch.no_grad():
