@@ -235,14 +235,19 @@ def test_more_encoder_layers_than_the_encoder_has_are_refused(setup):
         align_projector(model, processor, utts, [], cache, AlignConfig(encoder_layers=too_many), log=lambda m: None)
 
 
-def test_a_model_with_a_ctc_head_goes_on_from_it_in_an_encoder_only_phase(setup, tmp_path):
+def _headed(setup, cfg: AlignConfig):
+    """The tiny model after a projector alignment by `cfg` (keep_head), with its processor and utterances."""
     root, folder, train, dev = setup
     torch.manual_seed(0)
     model, processor = AudioLM.from_pretrained(folder), Processor.from_pretrained(folder)
     train_u, dev_u = spoken_utterances(train, processor.tokenizer), spoken_utterances(dev, processor.tokenizer)
     cache = EncoderCache(root / "cache", encoder_fingerprint(model))
-    align_projector(model, processor, train_u, dev_u, cache, AlignConfig(epochs=20, batch_size=8, lr=1e-2,
-                                                                         keep_head=True), log=lambda m: None)
+    align_projector(model, processor, train_u, dev_u, cache, cfg, log=lambda m: None)
+    return model, processor, train_u, dev_u
+
+
+def test_a_model_with_a_ctc_head_goes_on_from_it_in_an_encoder_only_phase(setup, tmp_path):
+    model, processor, train_u, dev_u = _headed(setup, AlignConfig(epochs=20, batch_size=8, lr=1e-2, keep_head=True))
     projector = model.multi_modal_projector
     with torch.no_grad():
         projector.ctc_blank_embed.fill_(0.25)  # what later stages taught a blank frame to be
@@ -262,13 +267,7 @@ def test_a_model_with_a_ctc_head_goes_on_from_it_in_an_encoder_only_phase(setup,
 
 
 def test_a_head_that_goes_on_keeps_the_rows_of_words_its_new_clips_never_say(setup, tmp_path):
-    root, folder, train, dev = setup
-    torch.manual_seed(0)
-    model, processor = AudioLM.from_pretrained(folder), Processor.from_pretrained(folder)
-    train_u, dev_u = spoken_utterances(train, processor.tokenizer), spoken_utterances(dev, processor.tokenizer)
-    cache = EncoderCache(root / "cache", encoder_fingerprint(model))
-    align_projector(model, processor, train_u, dev_u, cache, AlignConfig(epochs=2, batch_size=8, keep_head=True),
-                    log=lambda m: None)
+    model, processor, train_u, dev_u = _headed(setup, AlignConfig(epochs=2, batch_size=8, keep_head=True))
     rows = set(model.multi_modal_projector.ctc_rows)
     audio = set(processor.tokenizer.encode(" audio").ids) | set(processor.tokenizer.encode("audio").ids)
     assert audio & rows
