@@ -5,10 +5,10 @@ replayed."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
+from train_data import preference_row, read_jsonl, write_jsonl
 
 from auralm.data.manifest import validate_record
 from auralm.demo import train as demo_train
@@ -29,9 +29,7 @@ def _records() -> list[dict]:
          "answer": "quiet", "audios": ["mx.flac"], "duration": 1.0},
         {"id": "mx-count", "task": "mixed", "language": "en", "kind": "count",
          "text_question": "How many beeps did you hear?", "answer": "3", "audios": ["c.flac"], "duration": 1.0},
-        {"id": "pref", "task": "preference", "audios": ["p.flac"], "duration": 1.0,
-         "messages": [{"role": "user", "content": "<audio>?"}, {"role": "assistant", "content": "yes"}],
-         "rejected_response": "no"},
+        preference_row(),
     ]
     return out
 
@@ -40,10 +38,10 @@ def _records() -> list[dict]:
 def made(tmp_path_factory):
     root = tmp_path_factory.mktemp("reckon")
     src = root / "train.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    write_jsonl(src, _records())
     out = root / "reckon.jsonl"
     parts = demo_train.reckon_manifest(src, out)
-    return src, out, parts, [json.loads(line) for line in out.read_text().splitlines()]
+    return src, out, parts, read_jsonl(out)
 
 
 @pytest.mark.parametrize(("problem", "text", "value"), [

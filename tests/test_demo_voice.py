@@ -9,7 +9,7 @@ import re
 
 import pytest
 from tiny_hf import build_hf_checkpoint
-from train_data import base_config, make_beep_world, make_tokenizer_dir
+from train_data import base_config, make_beep_world, make_tokenizer_dir, preference_row, write_jsonl
 
 from auralm.data.manifest import validate_record
 from auralm.demo import train as demo_train
@@ -32,9 +32,7 @@ def _records() -> list[dict]:
         {"id": "mx", "task": "mixed", "language": "en", "text_question": "How many beeps?", "answer": "3",
          "audios": ["mx.flac"], "duration": 1.0},
         {"id": "se", "task": "sound_event", "language": None, "label": "dog", "audios": ["se.flac"], "duration": 1.0},
-        {"id": "pref", "task": "preference", "audios": ["p.flac"], "duration": 1.0,
-         "messages": [{"role": "user", "content": "<audio>?"}, {"role": "assistant", "content": "yes"}],
-         "rejected_response": "no"},
+        preference_row(),
     ]
     return out
 
@@ -44,7 +42,7 @@ def made(tmp_path_factory):
     root = tmp_path_factory.mktemp("voice")
     base = build_hf_checkpoint(root / "base", n_mels=80, n_kv_heads=2)
     src = root / "train.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    write_jsonl(src, _records())
     out = root / "voice.jsonl"
     parts = demo_train.voice_manifest(src, out, base, said_clips=6)
     return base, src, out, parts, [json.loads(line) for line in out.read_text().splitlines()]

@@ -147,3 +147,15 @@ def write_yaml(path: Path, cfg: dict) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return Path(path)
+
+
+def preference_row(record_id: str = "pref") -> dict:
+    """The smallest valid preference record (one the demo recipe's chat stages must leave out)."""
+    return {"id": record_id, "task": "preference", "audios": ["p.flac"], "duration": 1.0,
+            "messages": [{"role": "user", "content": "<audio>?"}, {"role": "assistant", "content": "yes"}],
+            "rejected_response": "no"}
